@@ -1,0 +1,1 @@
+"""Shared by every tier: topology, ledger, wire contract, errors."""

@@ -1,0 +1,1 @@
+"""taskmesh region tier."""

@@ -1,0 +1,1 @@
+"""taskmesh worker tier."""
