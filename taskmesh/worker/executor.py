@@ -1,0 +1,188 @@
+"""Runs one command in its own process group and reports how it ended.
+
+Commands run under ``/bin/sh -c`` (``shell``) or as an argv without a shell (``exec``), each in a
+new session so a timeout or a cancel can kill the whole process group, children included.
+Output (stdout and stderr interleaved) is kept as a bounded tail: a chatty command never grows
+the worker's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from taskmesh.common.model import Executor, RunState
+
+DEFAULT_OUTPUT_LIMIT = 64 * 1024
+KILL_GRACE = timedelta(seconds=2)
+_READ_CHUNK = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What to run: one attempt's command, as the region assigned it."""
+
+    executor: Executor
+    command: str
+    args: tuple[str, ...] = ()
+    timeout: timedelta | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one execution ended."""
+
+    state: RunState
+    started_at: datetime
+    finished_at: datetime
+    exit_code: int | None = None
+    output_tail: str = ""
+    error: str = ""
+
+
+class OutputTail:
+    """Keeps the last ``limit`` bytes written to it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self.truncated = False
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``, dropping the oldest bytes past the limit."""
+        self._buffer += chunk
+        overflow = len(self._buffer) - self._limit
+        if overflow > 0:
+            del self._buffer[:overflow]
+            self.truncated = True
+
+    def text(self) -> str:
+        """The tail decoded as UTF-8 (a character cut at the front is replaced)."""
+        return self._buffer.decode("utf-8", errors="replace")
+
+
+async def execute(execution: Execution, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> Outcome:
+    """Run ``execution`` to its end, its timeout, or the caller's cancellation.
+
+    Cancellation kills the process group and re-raises ``CancelledError`` after the group is
+    gone, so a cancelled run never leaves a process behind.
+    """
+    started_at = _now()
+    if execution.executor is Executor.NOOP:
+        return Outcome(RunState.SUCCEEDED, started_at, _now(), exit_code=0)
+    try:
+        process = await _spawn(execution)
+    except OSError as exc:
+        return Outcome(RunState.FAILED, started_at, _now(), error=f"cannot start command: {exc}")
+    tail = OutputTail(output_limit)
+    reader = asyncio.create_task(_drain(process, tail), name="executor-output")
+    timeout = execution.timeout.total_seconds() if execution.timeout else None
+    try:
+        async with asyncio.timeout(timeout):
+            await _leader_exit(process.pid)
+            # The run ends with its leader: background children it left would hold the
+            # output pipe open (and outlive the run), so the rest of the group goes too.
+            _signal_group(process.pid, signal.SIGKILL)
+            await reader
+            exit_code = await process.wait()
+    except TimeoutError:
+        await _kill_group(process, reader)
+        return Outcome(
+            RunState.TIMED_OUT,
+            started_at,
+            _now(),
+            output_tail=tail.text(),
+            error=f"timed out after {execution.timeout}; process group killed",
+        )
+    except asyncio.CancelledError:
+        await _kill_group(process, reader)
+        raise
+    return _finished(exit_code, started_at, tail)
+
+
+def _finished(exit_code: int, started_at: datetime, tail: OutputTail) -> Outcome:
+    """The outcome of a process that exited by itself."""
+    if exit_code == 0:
+        return Outcome(RunState.SUCCEEDED, started_at, _now(), 0, tail.text())
+    error = f"exited with status {exit_code}"
+    if exit_code < 0:
+        error = f"killed by signal {signal.Signals(-exit_code).name}"
+    return Outcome(RunState.FAILED, started_at, _now(), exit_code, tail.text(), error)
+
+
+async def _spawn(execution: Execution) -> asyncio.subprocess.Process:
+    """Start the command in a new session (its own process group)."""
+    argv = (execution.command, *execution.args)
+    if execution.executor is Executor.SHELL:
+        argv = ("/bin/sh", "-c", execution.command)
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(execution.env) if execution.env else None,
+    )
+
+
+async def _leader_exit(pid: int) -> None:
+    """Return once process ``pid`` has exited, whether or not its pipes are still open.
+
+    asyncio's ``Process.wait()`` may not report an exit until every pipe is closed, which a
+    background child keeps open; a pidfd becomes readable the moment the leader exits.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already exited and reaped
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+async def _drain(process: asyncio.subprocess.Process, tail: OutputTail) -> None:
+    """Copy the process's output into ``tail`` until end of file."""
+    assert process.stdout is not None
+    while chunk := await process.stdout.read(_READ_CHUNK):
+        tail.write(chunk)
+
+
+async def _kill_group(process: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(KILL_GRACE.total_seconds()):
+            await asyncio.shield(process.wait())
+    except TimeoutError:
+        pass
+    # Children may outlive the leader; the group id stays valid while any member lives.
+    _signal_group(process.pid, signal.SIGKILL)
+    await process.wait()
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,124 @@
+"""The worker's command executor: exit codes, output tails, timeouts, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from taskmesh.common.model import Executor, RunState
+from taskmesh.worker.executor import Execution, OutputTail, execute
+
+
+def shell(command: str, timeout: float | None = None) -> Execution:
+    return Execution(
+        Executor.SHELL, command, timeout=timedelta(seconds=timeout) if timeout else None
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (dead, not yet reaped by its new parent) is dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_for_file(path: Path) -> str:
+    async with asyncio.timeout(10):
+        while not path.exists() or not path.read_text().strip():
+            await asyncio.sleep(0.01)
+    return path.read_text().strip()
+
+
+async def test_success_captures_stdout_and_stderr() -> None:
+    outcome = await execute(shell("echo out; echo err >&2"))
+    assert outcome.state is RunState.SUCCEEDED
+    assert outcome.exit_code == 0
+    assert outcome.output_tail == "out\nerr\n"
+    assert outcome.started_at <= outcome.finished_at
+
+
+async def test_nonzero_exit_is_failed_with_code_and_output() -> None:
+    outcome = await execute(shell("echo boom; exit 3"))
+    assert outcome.state is RunState.FAILED
+    assert outcome.exit_code == 3
+    assert outcome.output_tail == "boom\n"
+    assert outcome.error == "exited with status 3"
+
+
+async def test_exec_runs_argv_without_a_shell() -> None:
+    outcome = await execute(Execution(Executor.EXEC, "/bin/echo", ("$HOME", "a b")))
+    assert outcome.state is RunState.SUCCEEDED
+    assert outcome.output_tail == "$HOME a b\n"
+
+
+async def test_missing_program_fails_with_a_clear_error() -> None:
+    outcome = await execute(Execution(Executor.EXEC, "/nonexistent/program"))
+    assert outcome.state is RunState.FAILED
+    assert "cannot start command" in outcome.error
+    assert "/nonexistent/program" in outcome.error
+
+
+async def test_noop_succeeds_without_a_process() -> None:
+    outcome = await execute(Execution(Executor.NOOP, "anything"))
+    assert outcome.state is RunState.SUCCEEDED
+    assert outcome.exit_code == 0
+
+
+async def test_output_tail_is_bounded_to_the_last_bytes() -> None:
+    outcome = await execute(shell("seq 1 100000"), output_limit=20)
+    assert outcome.state is RunState.SUCCEEDED
+    assert len(outcome.output_tail.encode()) == 20
+    assert outcome.output_tail.endswith("99999\n100000\n")
+
+
+def test_output_tail_keeps_the_newest_bytes() -> None:
+    tail = OutputTail(limit=5)
+    tail.write(b"abc")
+    assert not tail.truncated
+    tail.write(b"defg")
+    assert tail.text() == "cdefg"
+    assert tail.truncated
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    child_pid_file = tmp_path / "child.pid"
+    command = f"sleep 60 & echo $! > {child_pid_file}; wait"
+    started = time.monotonic()
+    outcome = await execute(shell(command, timeout=0.5))
+    assert time.monotonic() - started < 10
+    assert outcome.state is RunState.TIMED_OUT
+    assert "timed out" in outcome.error
+    child = int(child_pid_file.read_text())
+    await asyncio.sleep(0.1)
+    assert not pid_alive(child)
+
+
+async def test_cancellation_kills_the_process_group_and_reraises(tmp_path: Path) -> None:
+    child_pid_file = tmp_path / "child.pid"
+    task = asyncio.create_task(execute(shell(f"sleep 60 & echo $! > {child_pid_file}; wait")))
+    child = int(await wait_for_file(child_pid_file))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert not pid_alive(child)
+
+
+async def test_background_children_do_not_outlive_a_finished_run(tmp_path: Path) -> None:
+    child_pid_file = tmp_path / "child.pid"
+    outcome = await execute(shell(f"sleep 60 & echo $! > {child_pid_file}"), output_limit=100)
+    assert outcome.state is RunState.SUCCEEDED
+    await asyncio.sleep(0.1)
+    assert not pid_alive(int(child_pid_file.read_text()))
+
+
+async def test_signal_death_is_reported_by_name() -> None:
+    outcome = await execute(shell("kill -TERM $$"))
+    assert outcome.state is RunState.FAILED
+    assert outcome.error == "killed by signal SIGTERM"
