@@ -151,3 +151,16 @@ def test_matches_a_reference_model_under_random_operations() -> None:
             if expected is not None:
                 del model[expected]
         assert len(queue) == len(model)
+
+
+def test_heavy_reprioritisation_compacts_and_keeps_order() -> None:
+    queue, _ = make_queue(capacity=3000, age_step=1.0)
+    for index in range(2000):
+        queue.push(f"r{index}", "default", 0, f"r{index}")
+    for round_ in range(3):
+        for index in range(2000):
+            queue.reprioritise(f"r{index}", (index * 7 + round_) % 11)
+    garbage = sum(len(heap) for heap in queue._heaps.values()) - len(queue)
+    assert garbage <= max(1024, len(queue))  # compacted rather than 6000 dead entries
+    expected = sorted(range(2000), key=lambda i: (-((i * 7 + 2) % 11), i))
+    assert pop_all(queue) == [f"r{i}" for i in expected]
