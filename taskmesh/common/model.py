@@ -216,3 +216,163 @@ class Run:
     exit_code: int | None = None
     output_tail: str = ""
     error: str = ""
+    ready_at: datetime | None = None  # when it may be claimed: due_at, or later after a backoff
+
+
+# --- Ledger vocabulary: the inputs and outputs of the ledger's operations -------------------
+
+
+class RegionState(enum.StrEnum):
+    """Whether a region is taking work, as the ledger last saw it."""
+
+    UP = "up"
+    DRAINING = "draining"
+    DOWN = "down"  # its heartbeat went stale and its runs were reaped
+
+
+class WorkerState(enum.StrEnum):
+    """Whether a worker is taking work, as its region last reported."""
+
+    UP = "up"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+class TransitionRefusal(enum.StrEnum):
+    """Why the ledger refused a transition; a refused transition changed nothing."""
+
+    UNKNOWN_RUN = "unknown_run"  # no attempt has this id
+    STALE_EPOCH = "stale_epoch"  # the writer's epoch is not the attempt's current one
+    ILLEGAL_STATE = "illegal_state"  # the attempt's state is not a legal source of the target
+    DUPLICATE = "duplicate"  # the attempt is already in the target state at this epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A request to move one attempt to ``target``, fenced by the epoch its writer holds."""
+
+    run_id: UUID
+    epoch: int
+    target: RunState
+    at: datetime
+    worker_id: str | None = None
+    exit_code: int | None = None
+    output_tail: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionOutcome:
+    """What the ledger did with one ``Transition``: applied it, or refused it and why."""
+
+    transition: Transition
+    refusal: TransitionRefusal | None = None
+    current_state: RunState | None = None  # after the transition, or as found when refused
+    current_epoch: int | None = None
+    run: Run | None = None  # the attempt as written, when applied
+    next_attempt: Run | None = None  # the retry this outcome created, if any
+
+    @property
+    def applied(self) -> bool:
+        """True when the transition was written to the ledger."""
+        return self.refusal is None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run the master claimed for delegation, with what a worker needs to execute it."""
+
+    run_id: UUID
+    task_id: UUID
+    task_name: str
+    attempt: int
+    epoch: int
+    priority: int
+    region: str
+    due_at: datetime
+    delegated_at: datetime
+    command: str
+    executor: Executor
+    args: tuple[str, ...]
+    kind: str
+    placement: Placement
+    timeout: timedelta | None = None
+    schedule_to_start_timeout: timedelta | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One entry of the ledger's event log: an attempt created or moved between states."""
+
+    id: int
+    at: datetime
+    run_id: UUID
+    task_id: UUID
+    attempt: int
+    from_state: RunState | None  # None when the attempt was created
+    to_state: RunState
+    epoch: int
+    region: str | None = None
+    worker_id: str | None = None
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Narrows the event log; every field left empty matches everything."""
+
+    task_id: UUID | None = None
+    run_id: UUID | None = None
+    region: str | None = None
+    states: frozenset[RunState] = frozenset()  # match on ``to_state``
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """A task with its latest attempt (None for a schedule with no run yet)."""
+
+    task: Task
+    latest_run: Run | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A regional scheduler as the ledger knows it from its heartbeats."""
+
+    name: str
+    address: str
+    credit: int
+    heartbeat_at: datetime
+    state: RegionState = RegionState.UP
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A worker as its region registered it in the ledger."""
+
+    id: str
+    region: str
+    slots: int
+    heartbeat_at: datetime
+    labels: Mapping[str, str] = field(default_factory=dict)
+    state: WorkerState = WorkerState.UP
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """The result of cancelling a task: what the ledger cancelled, what the master must forward."""
+
+    task_id: UUID
+    cancelled: tuple[Run, ...] = ()  # blocked/pending attempts, now cancelled
+    to_forward: tuple[Run, ...] = ()  # delegated/assigned/running attempts, with their region
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    """What reaping a dead region did to its unfinished attempts."""
+
+    region: str
+    requeued: tuple[Run, ...] = ()  # delegated/assigned, back to pending with a new epoch
+    lost: tuple[Run, ...] = ()  # running, now lost
+    retries: tuple[Run, ...] = ()  # next attempts created for lost ones
