@@ -57,3 +57,15 @@ class PostgresNotFoundError(TaskmeshError):
 
 class EmbeddedPostgresError(TaskmeshError):
     """The embedded PostgreSQL server could not be initialised, started or stopped."""
+
+
+class UnavailableError(TaskmeshError):
+    """A taskmesh daemon cannot be reached (down, restarting, or partitioned)."""
+
+
+class OverloadedError(TaskmeshError):
+    """Admission control refused the request; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
