@@ -1,0 +1,175 @@
+"""Claiming due runs for delegation, and taking back the runs a region refused.
+
+A claim is three statements whatever its size: lock the best ready runs bound to each region
+(at most its credit, ``SKIP LOCKED`` so concurrent claimers never wait for or share a run), lock
+the best floating runs for the credit left over, then move them all to ``delegated`` with a
+new epoch and log the events.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmesh.common.ledger.rows import as_uuid, claimed_from_row
+from taskmesh.common.model import ClaimedRun
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A locked pending run and the region it goes to."""
+
+    run_id: UUID
+    epoch: int
+    region: str
+
+
+PICK_BOUND = text("""
+    SELECT p.id, p.epoch, c.region
+    FROM unnest(CAST(:regions AS text[]), CAST(:credits AS integer[])) AS c(region, credit)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.epoch FROM runs AS r
+        WHERE r.state = 'pending' AND r.region = c.region
+          AND r.ready_at <= CAST(:now AS timestamptz)
+        ORDER BY r.priority DESC, r.due_at
+        LIMIT c.credit
+        FOR UPDATE SKIP LOCKED
+    ) AS p
+""")
+
+# Floating runs: those with no region, best first straight off the claim index, and those
+# whose preferred region is not taking work now (absent from the credits). The regions of the
+# backlog are found with a loose index scan, so neither part reads more than it returns.
+PICK_FLOATING = text("""
+    WITH RECURSIVE backlog_regions(region) AS (
+        (SELECT region FROM runs WHERE state = 'pending' AND region IS NOT NULL
+         ORDER BY region LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.region FROM runs AS r
+                WHERE r.state = 'pending' AND r.region > b.region
+                ORDER BY r.region LIMIT 1)
+        FROM backlog_regions AS b WHERE b.region IS NOT NULL
+    ),
+    unbound AS (
+        SELECT r.id, r.epoch, r.priority, r.due_at FROM runs AS r
+        WHERE r.state = 'pending' AND r.region IS NULL
+          AND r.ready_at <= CAST(:now AS timestamptz)
+        ORDER BY r.priority DESC, r.due_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    spilled AS (
+        SELECT s.* FROM backlog_regions AS b
+        CROSS JOIN LATERAL (
+            SELECT r.id, r.epoch, r.priority, r.due_at
+            FROM runs AS r JOIN tasks AS t ON t.id = r.task_id
+            WHERE r.state = 'pending' AND r.region = b.region AND t.placement = 'prefer'
+              AND r.ready_at <= CAST(:now AS timestamptz)
+            ORDER BY r.priority DESC, r.due_at
+            LIMIT :limit
+            FOR UPDATE OF r SKIP LOCKED
+        ) AS s
+        WHERE b.region IS NOT NULL AND NOT (b.region = ANY(CAST(:regions AS text[])))
+    )
+    SELECT id, epoch FROM (SELECT * FROM unbound UNION ALL SELECT * FROM spilled) AS f
+    ORDER BY priority DESC, due_at
+    LIMIT :limit
+""")
+
+DELEGATE = text("""
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:run_ids AS uuid[]), CAST(:epochs AS bigint[]), CAST(:regions AS text[])
+        ) AS i(run_id, epoch, region)
+    ),
+    claimed AS (
+        UPDATE runs AS r SET
+            state = 'delegated', epoch = r.epoch + 1, region = i.region,
+            delegated_at = CAST(:now AS timestamptz), worker_id = NULL
+        FROM input AS i
+        WHERE r.id = i.run_id AND r.state = 'pending' AND r.epoch = i.epoch
+        RETURNING r.*
+    ),
+    logged AS (
+        INSERT INTO run_events (at, run_id, task_id, attempt, from_state, to_state, epoch, region)
+        SELECT delegated_at, id, task_id, attempt, 'pending', 'delegated', epoch, region
+        FROM claimed
+    )
+    SELECT c.*, t.name AS task_name, t.command, t.executor, t.args, t.kind, t.placement,
+           t.timeout, t.schedule_to_start_timeout, t.labels
+    FROM claimed AS c JOIN tasks AS t ON t.id = c.task_id
+    ORDER BY c.region, c.priority DESC, c.due_at
+""")
+
+
+async def _pick_bound(
+    connection: AsyncConnection, credits: Mapping[str, int], now: datetime
+) -> list[Pick]:
+    """Lock the best ready runs bound to each region, at most its credit."""
+    names = sorted(name for name, credit in credits.items() if credit > 0)
+    if not names:
+        return []
+    params = {"regions": names, "credits": [credits[name] for name in names], "now": now}
+    rows = await connection.execute(PICK_BOUND, params)
+    return [Pick(as_uuid(row.id), row.epoch, row.region) for row in rows]
+
+
+def place(floating: Sequence[tuple[UUID, int]], leftover: Mapping[str, int]) -> list[Pick]:
+    """Give each floating run, best first, to the region with the most credit left."""
+    heap = [(-credit, name) for name, credit in leftover.items() if credit > 0]
+    heapq.heapify(heap)
+    picks: list[Pick] = []
+    for run_id, epoch in floating:
+        if not heap:
+            break
+        negative_credit, name = heapq.heappop(heap)
+        picks.append(Pick(run_id, epoch, name))
+        if negative_credit + 1 < 0:
+            heapq.heappush(heap, (negative_credit + 1, name))
+    return picks
+
+
+async def _pick_floating(
+    connection: AsyncConnection,
+    credits: Mapping[str, int],
+    leftover: Mapping[str, int],
+    now: datetime,
+) -> list[Pick]:
+    """Lock the best floating runs for the leftover credit and place them."""
+    limit = sum(credit for credit in leftover.values() if credit > 0)
+    if limit == 0:
+        return []
+    params = {"regions": sorted(credits), "limit": limit, "now": now}
+    rows = await connection.execute(PICK_FLOATING, params)
+    return place([(as_uuid(row.id), row.epoch) for row in rows], leftover)
+
+
+async def claim_due_runs(
+    connection: AsyncConnection, credits: Mapping[str, int], now: datetime
+) -> list[ClaimedRun]:
+    """Claim ready pending runs for the regions in ``credits``, never past a region's credit.
+
+    ``credits`` lists every region that can take work now (0: healthy but full). A run bound to
+    a region absent from it spills over to others when its task's placement is ``prefer``.
+    """
+    bound = await _pick_bound(connection, credits, now)
+    used = Counter(pick.region for pick in bound)
+    leftover = {name: credit - used[name] for name, credit in credits.items()}
+    picks = bound + await _pick_floating(connection, credits, leftover, now)
+    if not picks:
+        return []
+    params = {
+        "run_ids": [pick.run_id for pick in picks],
+        "epochs": [pick.epoch for pick in picks],
+        "regions": [pick.region for pick in picks],
+        "now": now,
+    }
+    rows = await connection.execute(DELEGATE, params)
+    return [claimed_from_row(row) for row in rows.mappings()]

@@ -1,0 +1,318 @@
+"""The ``Ledger``: the one owner of every query taskmesh makes.
+
+Each method is one transaction, retried a few times on deadlock or serialization failure.
+When PostgreSQL cannot be reached a method raises ``LedgerUnavailableError``; callers retry
+with backoff and keep their work meanwhile. Times are passed in (``now``), never read here,
+so callers control the clock and tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import TypeVar
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
+
+from taskmesh.common.ledger import (
+    control,
+    dispatch,
+    locks,
+    membership,
+    notifications,
+    reads,
+    submission,
+    transitions,
+)
+from taskmesh.common.ledger.engine import create_engine, is_conflict, translated_errors
+from taskmesh.common.ledger.retries import DEFAULT_LOST_RETRY_LIMIT, Jitter
+from taskmesh.common.model import (
+    Cancellation,
+    ClaimedRun,
+    EventFilter,
+    ReapResult,
+    Region,
+    RegionState,
+    Run,
+    RunEvent,
+    RunState,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    Transition,
+    TransitionOutcome,
+    Worker,
+    WorkerState,
+)
+
+T = TypeVar("T")
+CONFLICT_ATTEMPTS = 5
+
+
+class Ledger:
+    """Every read and write of the PostgreSQL ledger, one transaction per operation."""
+
+    def __init__(self, engine: AsyncEngine, *, jitter: Jitter = random.random) -> None:
+        """Wrap an engine (see ``Ledger.connect``); ``jitter`` feeds retry backoffs."""
+        self._engine = engine
+        self._jitter = jitter
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 5,
+        application_name: str = "taskmesh",
+        jitter: Jitter = random.random,
+    ) -> Ledger:
+        """Open a small pool to the ledger at ``url`` and check that it answers."""
+        ledger = cls(
+            create_engine(url, pool_size=pool_size, application_name=application_name),
+            jitter=jitter,
+        )
+        try:
+            await ledger.ping()
+        except BaseException:
+            await ledger.close()
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        """Close every pooled connection; idempotent."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Ledger:
+        """``async with await Ledger.connect(url) as ledger``: closed on exit."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the pool."""
+        await self.close()
+
+    @property
+    def url(self) -> URL:
+        """The ledger's URL (asyncpg driver)."""
+        return self._engine.url
+
+    async def _transaction(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``operation`` in one transaction, retried on deadlock or serialization failure."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_conflict),
+            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+            wait=wait_random(0, 0.05),
+            reraise=True,
+        )
+        with translated_errors():
+            async for attempt in retrying:
+                with attempt:
+                    async with self._engine.begin() as connection:
+                        return await operation(connection)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def ping(self) -> None:
+        """Round-trip to PostgreSQL; ``LedgerUnavailableError`` when it does not answer."""
+
+        async def select_one(connection: AsyncConnection) -> None:
+            """The cheapest statement there is."""
+            await connection.execute(text("SELECT 1"))
+
+        await self._transaction(select_one)
+
+    # --- submission ---------------------------------------------------------------------------
+
+    async def submit_task(
+        self, spec: TaskSpec, now: datetime, *, workflow_id: UUID | None = None
+    ) -> tuple[Task, Run | None, bool]:
+        """Store a task and its first run; returns (task, first run or None, created)."""
+        return await self._transaction(lambda c: submission.submit_task(c, spec, now, workflow_id))
+
+    async def materialise_runs(
+        self, task_id: UUID, due_times: Sequence[datetime], now: datetime
+    ) -> list[Run]:
+        """Create first attempts for these fire times; existing fire times are skipped."""
+        return await self._transaction(
+            lambda c: submission.materialise_runs(c, task_id, due_times, now)
+        )
+
+    async def create_workflow(self, name: str, now: datetime) -> UUID:
+        """Create a workflow to group tasks; returns its id."""
+        return await self._transaction(lambda c: submission.create_workflow(c, name, now))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: UUID) -> Task:
+        """The task with this id; ``NotFoundError`` if there is none."""
+        return await self._transaction(lambda c: reads.get_task(c, task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        state: RunState | None = None,
+        region: str | None = None,
+        limit: int = 100,
+        before: UUID | None = None,
+        after: UUID | None = None,
+    ) -> list[TaskStatus]:
+        """Tasks newest first, each with its latest run; one keyset page.
+
+        ``state`` filters on the latest run's state, ``region`` on the task's region or its
+        latest run's; ``after`` continues past a task id (older), ``before`` goes back.
+        """
+        return await self._transaction(
+            lambda c: reads.list_tasks(
+                c, state=state, region=region, limit=limit, before=before, after=after
+            )
+        )
+
+    async def get_run(self, run_id: UUID) -> Run:
+        """The attempt with this id; ``NotFoundError`` if there is none."""
+        return await self._transaction(lambda c: reads.get_run(c, run_id))
+
+    async def list_runs(self, task_id: UUID, *, limit: int = 1000) -> list[Run]:
+        """A task's attempts in fire-time then attempt order."""
+        return await self._transaction(lambda c: reads.list_runs(c, task_id, limit))
+
+    async def latest_run(self, task_id: UUID) -> Run | None:
+        """A task's latest attempt, or None when it has no run yet."""
+        return await self._transaction(lambda c: reads.latest_run(c, task_id))
+
+    async def events_after(
+        self, event_id: int, limit: int = 500, filters: EventFilter | None = None
+    ) -> list[RunEvent]:
+        """Events with an id above ``event_id``, oldest first."""
+        return await self._transaction(
+            lambda c: reads.events_after(c, event_id, limit, filters or EventFilter())
+        )
+
+    async def last_event_id(self) -> int:
+        """The newest event id (0 when the log is empty): where a live stream starts."""
+        return await self._transaction(reads.last_event_id)
+
+    async def count_pending(self) -> int:
+        """How many attempts wait in ``pending``: the backlog for admission control."""
+        return await self._transaction(reads.count_pending)
+
+    async def list_regions(self) -> list[Region]:
+        """Every region that has sent a heartbeat."""
+        return await self._transaction(reads.list_regions)
+
+    async def list_workers(self, region: str | None = None) -> list[Worker]:
+        """Registered workers, of one region or all."""
+        return await self._transaction(lambda c: reads.list_workers(c, region))
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    async def claim_due_runs(self, credits: Mapping[str, int], now: datetime) -> list[ClaimedRun]:
+        """Claim ready runs for delegation, at most each region's credit; see ``dispatch``."""
+        return await self._transaction(lambda c: dispatch.claim_due_runs(c, credits, now))
+
+    async def release_runs(
+        self, items: Sequence[tuple[UUID, int]], now: datetime
+    ) -> list[TransitionOutcome]:
+        """Put delegated runs a region did not accept back to pending: (run_id, epoch) pairs."""
+        batch = [Transition(run_id, epoch, RunState.PENDING, now) for run_id, epoch in items]
+        detail = {"cause": "released"}
+        return await self._transaction(
+            lambda c: transitions.record(c, batch, self._jitter, 0, detail)
+        )
+
+    def listen_for_due_runs(self) -> AbstractAsyncContextManager[asyncio.Event]:
+        """An ``asyncio.Event`` set when runs become due (LISTEN on a dedicated connection)."""
+        return notifications.due_runs_listener(self._engine.url)
+
+    def singleton(self, name: str) -> AbstractAsyncContextManager[locks.Leadership]:
+        """Try to take a singleton duty (advisory lock held for the block)."""
+        return locks.singleton(self._engine.url, name)
+
+    # --- transitions --------------------------------------------------------------------------
+
+    async def record_transitions(
+        self,
+        items: Sequence[Transition],
+        *,
+        lost_retry_limit: int = DEFAULT_LOST_RETRY_LIMIT,
+    ) -> list[TransitionOutcome]:
+        """Apply a batch of guarded transitions with their consequences; one outcome per item."""
+        return await self._transaction(
+            lambda c: transitions.record(c, items, self._jitter, lost_retry_limit)
+        )
+
+    # --- control ------------------------------------------------------------------------------
+
+    async def set_priority(self, task_id: UUID, priority: int) -> list[Run]:
+        """Reprioritise a task; returns its unfinished attempts with the region each is in."""
+        return await self._transaction(lambda c: control.set_priority(c, task_id, priority))
+
+    async def cancel_task(self, task_id: UUID, now: datetime) -> Cancellation:
+        """Cancel a task's blocked/pending runs; returns the in-flight ones to forward."""
+        return await self._transaction(lambda c: control.cancel_task(c, task_id, now, self._jitter))
+
+    async def reap_region(
+        self,
+        region: str,
+        now: datetime,
+        *,
+        lost_retry_limit: int = DEFAULT_LOST_RETRY_LIMIT,
+    ) -> ReapResult:
+        """Take back a dead region's runs and mark it down."""
+        return await self._transaction(
+            lambda c: control.reap_region(c, region, now, self._jitter, lost_retry_limit)
+        )
+
+    # --- membership ---------------------------------------------------------------------------
+
+    async def heartbeat_region(
+        self,
+        name: str,
+        address: str,
+        credit: int,
+        now: datetime,
+        *,
+        state: RegionState = RegionState.UP,
+    ) -> Region:
+        """Register or refresh a region (upsert)."""
+        return await self._transaction(
+            lambda c: membership.heartbeat_region(
+                c, name=name, address=address, credit=credit, now=now, state=state
+            )
+        )
+
+    async def stale_regions(self, now: datetime, stale_after: timedelta) -> list[Region]:
+        """Regions not marked down whose heartbeat is older than ``stale_after``."""
+        return await self._transaction(lambda c: membership.stale_regions(c, now, stale_after))
+
+    async def upsert_worker(
+        self,
+        worker_id: str,
+        region: str,
+        slots: int,
+        now: datetime,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> Worker:
+        """Register or re-register a worker."""
+        return await self._transaction(
+            lambda c: membership.upsert_worker(
+                c, worker_id=worker_id, region=region, slots=slots, labels=labels or {}, now=now
+            )
+        )
+
+    async def heartbeat_workers(self, worker_ids: Collection[str], now: datetime) -> frozenset[str]:
+        """Refresh many workers' heartbeats; returns the ids that are not registered."""
+        return await self._transaction(lambda c: membership.heartbeat_workers(c, worker_ids, now))
+
+    async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
+        """Mark a worker up, draining or down; False when unknown."""
+        return await self._transaction(lambda c: membership.set_worker_state(c, worker_id, state))
+
+    async def remove_worker(self, worker_id: str) -> bool:
+        """Forget a worker; False when unknown."""
+        return await self._transaction(lambda c: membership.remove_worker(c, worker_id))

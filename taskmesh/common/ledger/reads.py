@@ -1,0 +1,220 @@
+"""Read-only queries: tasks, runs, the event log, regions, workers."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, Select, func, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmesh.common.errors import NotFoundError
+from taskmesh.common.ledger.rows import (
+    event_from_row,
+    region_from_row,
+    run_from_row,
+    task_from_row,
+    worker_from_row,
+)
+from taskmesh.common.ledger.schema import (
+    regions,
+    run_events,
+    runs,
+    task_dependencies,
+    tasks,
+    workers,
+)
+from taskmesh.common.model import (
+    EventFilter,
+    Region,
+    Run,
+    RunEvent,
+    RunState,
+    Task,
+    TaskStatus,
+    Worker,
+)
+
+
+def task_select() -> Select[Any]:
+    """Every column of ``tasks`` plus its ordered ``dependencies`` array."""
+    dependencies = (
+        select(
+            func.array_agg(
+                aggregate_order_by(task_dependencies.c.depends_on, task_dependencies.c.position)
+            )
+        )
+        .where(task_dependencies.c.task_id == tasks.c.id)
+        .scalar_subquery()
+    )
+    return select(tasks, func.coalesce(dependencies, text("'{}'::uuid[]")).label("dependencies"))
+
+
+async def get_task(connection: AsyncConnection, task_id: UUID) -> Task:
+    """The task with this id; ``NotFoundError`` if there is none."""
+    row = (await connection.execute(task_select().where(tasks.c.id == task_id))).mappings().first()
+    if row is None:
+        raise NotFoundError(f"task {task_id} not found")
+    return task_from_row(row)
+
+
+async def task_by_idempotency_key(connection: AsyncConnection, key: str) -> Task | None:
+    """The task submitted with this idempotency key, if any."""
+    query = task_select().where(tasks.c.idempotency_key == key)
+    row = (await connection.execute(query)).mappings().first()
+    return None if row is None else task_from_row(row)
+
+
+RUN_PREFIX = "latest_"
+
+
+def _latest_runs() -> Any:
+    """The latest attempt of each ``tasks`` row, as a LATERAL subquery."""
+    return (
+        select(runs)
+        .where(runs.c.task_id == tasks.c.id)
+        .order_by(runs.c.due_at.desc(), runs.c.attempt.desc())
+        .limit(1)
+        .lateral("latest")
+    )
+
+
+def _cursor(task_id: UUID, newer: bool) -> ColumnElement[bool]:
+    """Tasks newer than the cursor task, or older than it."""
+    cursor = tasks.alias("cursor")
+    anchor = select(cursor.c.created_at, cursor.c.id).where(cursor.c.id == task_id)
+    key = tuple_(tasks.c.created_at, tasks.c.id)
+    return key > anchor.scalar_subquery() if newer else key < anchor.scalar_subquery()
+
+
+def _list_query(
+    state: RunState | None, region: str | None, before: UUID | None, after: UUID | None
+) -> Select[Any]:
+    """The filtered, keyset-ordered query behind ``list_tasks``."""
+    latest = _latest_runs()
+    latest_columns = [column.label(RUN_PREFIX + column.name) for column in latest.c]
+    query = task_select().add_columns(*latest_columns).outerjoin(latest, text("true"))
+    if state is not None:
+        query = query.where(latest.c.state == str(state))
+    if region is not None:
+        query = query.where(or_(tasks.c.region == region, latest.c.region == region))
+    if after is not None:
+        query = query.where(_cursor(after, newer=False))
+    if before is not None:
+        query = query.where(_cursor(before, newer=True))
+        return query.order_by(tasks.c.created_at, tasks.c.id)
+    return query.order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+
+
+def _status(row: Any) -> TaskStatus:
+    """A ``TaskStatus`` from a ``list_tasks`` row."""
+    if row[RUN_PREFIX + "id"] is None:
+        return TaskStatus(task_from_row(row))
+    run_row = {
+        key[len(RUN_PREFIX) :]: value for key, value in row.items() if key.startswith(RUN_PREFIX)
+    }
+    return TaskStatus(task_from_row(row), run_from_row(run_row))
+
+
+async def list_tasks(
+    connection: AsyncConnection,
+    *,
+    state: RunState | None,
+    region: str | None,
+    limit: int,
+    before: UUID | None,
+    after: UUID | None,
+) -> list[TaskStatus]:
+    """Tasks newest first with their latest attempt, filtered, one keyset page at a time.
+
+    ``after``: the page following that task (older ones); ``before``: the page preceding it.
+    """
+    query = _list_query(state, region, before, after).limit(limit)
+    statuses = [_status(row) for row in (await connection.execute(query)).mappings()]
+    return statuses[::-1] if before is not None else statuses
+
+
+async def get_run(connection: AsyncConnection, run_id: UUID) -> Run:
+    """The attempt with this id; ``NotFoundError`` if there is none."""
+    row = (await connection.execute(select(runs).where(runs.c.id == run_id))).mappings().first()
+    if row is None:
+        raise NotFoundError(f"run {run_id} not found")
+    return run_from_row(row)
+
+
+async def list_runs(connection: AsyncConnection, task_id: UUID, limit: int) -> list[Run]:
+    """A task's attempts, oldest fire time first, attempts in order (at most ``limit``)."""
+    query = (
+        select(runs)
+        .where(runs.c.task_id == task_id)
+        .order_by(runs.c.due_at, runs.c.attempt)
+        .limit(limit)
+    )
+    return [run_from_row(row) for row in (await connection.execute(query)).mappings()]
+
+
+async def latest_run(connection: AsyncConnection, task_id: UUID) -> Run | None:
+    """A task's latest attempt: the last attempt of its latest fire time."""
+    query = (
+        select(runs)
+        .where(runs.c.task_id == task_id)
+        .order_by(runs.c.due_at.desc(), runs.c.attempt.desc())
+        .limit(1)
+    )
+    row = (await connection.execute(query)).mappings().first()
+    return None if row is None else run_from_row(row)
+
+
+def _event_conditions(filters: EventFilter) -> list[ColumnElement[bool]]:
+    """WHERE terms for an ``EventFilter``."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.task_id is not None:
+        conditions.append(run_events.c.task_id == filters.task_id)
+    if filters.run_id is not None:
+        conditions.append(run_events.c.run_id == filters.run_id)
+    if filters.region is not None:
+        conditions.append(run_events.c.region == filters.region)
+    if filters.states:
+        conditions.append(run_events.c.to_state.in_(sorted(str(s) for s in filters.states)))
+    return conditions
+
+
+async def events_after(
+    connection: AsyncConnection, event_id: int, limit: int, filters: EventFilter
+) -> list[RunEvent]:
+    """Events with an id above ``event_id``, oldest first, at most ``limit``."""
+    query = (
+        select(run_events)
+        .where(run_events.c.id > event_id, *_event_conditions(filters))
+        .order_by(run_events.c.id)
+        .limit(limit)
+    )
+    return [event_from_row(row) for row in (await connection.execute(query)).mappings()]
+
+
+async def last_event_id(connection: AsyncConnection) -> int:
+    """The id of the newest event, 0 for an empty log: where a live stream starts."""
+    return int(
+        (await connection.execute(select(func.coalesce(func.max(run_events.c.id), 0)))).scalar_one()
+    )
+
+
+async def count_pending(connection: AsyncConnection) -> int:
+    """How many attempts wait in ``pending`` (served by the partial claim index)."""
+    query = select(func.count()).select_from(runs).where(runs.c.state == str(RunState.PENDING))
+    return int((await connection.execute(query)).scalar_one())
+
+
+async def list_regions(connection: AsyncConnection) -> list[Region]:
+    """Every region the ledger has heard from, by name."""
+    query = select(regions).order_by(regions.c.name)
+    return [region_from_row(row) for row in (await connection.execute(query)).mappings()]
+
+
+async def list_workers(connection: AsyncConnection, region: str | None) -> list[Worker]:
+    """Registered workers, of one region or all, by id."""
+    query = select(workers).order_by(workers.c.id)
+    if region is not None:
+        query = query.where(workers.c.region == region)
+    return [worker_from_row(row) for row in (await connection.execute(query)).mappings()]
