@@ -14,6 +14,7 @@ import grpc.aio
 
 from taskmesh.common.errors import (
     ConflictError,
+    LedgerUnavailableError,
     NotFoundError,
     OverloadedError,
     TaskmeshError,
@@ -30,6 +31,7 @@ _CODES: tuple[tuple[type[TaskmeshError], grpc.StatusCode], ...] = (
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (LedgerUnavailableError, grpc.StatusCode.UNAVAILABLE),
 )
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 

@@ -1,0 +1,226 @@
+"""Entry points of the master: ``serve_master`` and the ``taskmesh master`` command.
+
+This is the only place of the master that handles signals and reads the environment. SIGTERM
+or SIGINT asks for a graceful shutdown (exit 0 once drained); a second one cancels at once.
+Importing this module is cheap: the daemon (gRPC, aiohttp, SQLAlchemy) is imported when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from taskmesh.common.errors import ConfigError, LedgerUnavailableError
+from taskmesh.common.topology import (
+    DATABASE_URL_VARIABLE,
+    Address,
+    InvalidValue,
+    Topology,
+    load_topology,
+    parse_address,
+)
+
+if TYPE_CHECKING:
+    from taskmesh.common.ledger import Ledger
+    from taskmesh.master.daemon import BoundAddresses
+
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FORCED = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+async def serve_master(
+    topology: Topology,
+    database_url: str,
+    *,
+    grpc_address: Address | str | None = None,
+    http_address: Address | str | None = None,
+    region_addresses: Mapping[str, str] | None = None,
+    on_ready: Callable[[BoundAddresses], None] | None = None,
+) -> None:
+    """Run a master until SIGTERM/SIGINT, then drain and return.
+
+    Addresses default to the topology's; ``region_addresses`` overrides where regions are
+    dialled (a supervisor passes the ports its regions actually bound). The ledger is
+    connected with backoff while it is unavailable.
+    """
+    from taskmesh.master.daemon import Master  # noqa: PLC0415 (heavy; see the module docstring)
+
+    stopping = asyncio.Event()
+    with _stop_signals(stopping):
+        ledger = await _connect(database_url, stopping)
+        if ledger is None:
+            return
+        async with ledger:
+            master = Master(
+                topology,
+                ledger,
+                grpc_address=_address(grpc_address),
+                http_address=_address(http_address),
+                region_addresses=region_addresses,
+                stopping=stopping,
+            )
+            await master.serve(on_ready)
+
+
+async def _connect(url: str, stopping: asyncio.Event) -> Ledger | None:
+    """The ledger, retried with backoff while unavailable; None if stopped first."""
+    from taskmesh.common.ledger import Ledger  # noqa: PLC0415 (heavy; see the module docstring)
+    from taskmesh.master.retry_policies import ledger_backoff  # noqa: PLC0415
+
+    backoff = ledger_backoff()
+    while not stopping.is_set():
+        try:
+            return await Ledger.connect(url, application_name="taskmesh-master")
+        except LedgerUnavailableError as error:
+            pause = backoff.next_pause()
+            log.warning("the ledger is unavailable, retrying in %.1fs: %s", pause, error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stopping.wait()
+    return None
+
+
+@contextlib.contextmanager
+def _stop_signals(stopping: asyncio.Event) -> Iterator[None]:
+    """First SIGTERM/SIGINT sets ``stopping``; a second cancels the calling task."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        """First signal: drain. Second: stop now."""
+        if stopping.is_set() and task is not None:
+            task.cancel()
+        stopping.set()
+
+    installed = []
+    for number in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(number, on_signal)
+            installed.append(number)
+    try:
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+
+
+def _address(value: Address | str | None) -> Address | None:
+    """An address given as text or ``Address``."""
+    return parse_address(value) if isinstance(value, str) else value
+
+
+def register_cli(commands: Subcommands) -> None:
+    """Add ``taskmesh master --topology FILE [--database-url URL] [--region NAME=HOST:PORT]``."""
+    parser = commands.add_parser("master", help="run the master daemon")
+    add_arguments(parser)
+    parser.set_defaults(handler=run_master)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The master's command-line options."""
+    parser.add_argument("--topology", type=Path, required=True, help="topology file")
+    parser.add_argument(
+        "--database-url",
+        help=f"ledger URL (default: ${DATABASE_URL_VARIABLE}, then the topology's ledger.url)",
+    )
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        type=_region_address,
+        metavar="NAME=HOST:PORT",
+        help="dial region NAME at HOST:PORT instead of its topology address (repeatable)",
+    )
+    parser.add_argument(
+        "--grpc-address", type=_address_argument, help="gRPC listen address (default: topology)"
+    )
+    parser.add_argument(
+        "--http-address", type=_address_argument, help="HTTP listen address (default: topology)"
+    )
+
+
+def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the master in the foreground; prints ``READY grpc=... http=...`` once serving."""
+    topology = load_topology(args.topology, environ=env)
+    url = args.database_url or topology.ledger.url
+    if not url:
+        raise ConfigError(
+            [
+                "no ledger URL: pass --database-url, set "
+                f"{DATABASE_URL_VARIABLE} or ledger.url (`taskmesh db start` prints one)"
+            ],
+            str(args.topology),
+        )
+    regions = dict(args.region)
+    unknown = sorted(set(regions) - set(topology.region_names))
+    if unknown:
+        raise ConfigError([f"--region: no region {name!r} in the topology" for name in unknown])
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    serving = serve_master(
+        topology,
+        url,
+        grpc_address=args.grpc_address,
+        http_address=args.http_address,
+        region_addresses=regions,
+        on_ready=lambda bound: announce(bound, env),
+    )
+    try:
+        asyncio.run(serving)
+    except asyncio.CancelledError:
+        print("taskmesh master: stopped without draining (second signal)", file=sys.stderr)
+        return EXIT_FORCED
+    return EXIT_OK
+
+
+def announce(bound: BoundAddresses, env: Mapping[str, str]) -> None:
+    """Print the READY line a supervisor waits for, and tell systemd when it runs us."""
+    print_ready(bound)
+    notify_systemd(env, "READY=1")
+
+
+def print_ready(bound: BoundAddresses) -> None:
+    """The one line a supervisor waits for on stdout."""
+    print(f"READY grpc={bound.grpc} http={bound.http}", flush=True)
+
+
+def notify_systemd(env: Mapping[str, str], state: str) -> None:
+    """Send ``state`` to ``$NOTIFY_SOCKET`` (sd_notify); a no-op outside systemd."""
+    path = env.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError as error:
+            log.warning("could not notify systemd: %s", error)
+
+
+def _region_address(text: str) -> tuple[str, str]:
+    """``NAME=HOST:PORT`` as (name, address)."""
+    name, equals, address = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
+    return name, str(_address_argument(address))
+
+
+def _address_argument(text: str) -> Address:
+    """``HOST:PORT`` as an ``Address``."""
+    try:
+        return parse_address(text)
+    except InvalidValue as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -1,0 +1,200 @@
+"""The dispatcher: claims due runs within each region's credit and delegates them in batches.
+
+A round learns each region's credit, claims at most that many due runs per region in one ledger
+transaction, sends each region its runs as one Delegate call (all regions at once), and puts
+back to pending, at once, every run a region refused or did not receive. Rounds follow each
+other without pause while claims come back full, so a burst drains at the speed of the ledger;
+otherwise the dispatcher sleeps until a NOTIFY (``wake``) or the dispatch interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from taskmesh.common.errors import LedgerUnavailableError
+from taskmesh.common.ledger import Ledger
+from taskmesh.common.model import ClaimedRun
+from taskmesh.common.topology import MasterConfig
+from taskmesh.master.clock import Clock, utc_now
+from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
+from taskmesh.master.retry_policies import ledger_backoff
+
+log = logging.getLogger(__name__)
+
+# Refusals that only say "not now": the region's credit already tells when to come back.
+CREDIT_REFUSALS = frozenset({"REFUSAL_REASON_NO_CREDIT", "REFUSAL_REASON_DRAINING"})
+
+RunKey = tuple[UUID, int]  # (run id, epoch it was claimed under)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What became of one region's batch."""
+
+    accepted: int = 0
+    unaccepted: tuple[RunKey, ...] = ()
+    bounced: bool = False  # refused for a reason other than credit
+
+
+@dataclass(frozen=True, slots=True)
+class RoundOutcome:
+    """What one dispatch round did."""
+
+    claimed: int = 0
+    accepted: int = 0
+    released: int = 0
+    full: bool = False  # the claim used all credit offered: more runs may be due
+    bounced: bool = False  # a region refused runs it will refuse again: do not hurry back
+    batches: dict[str, int] = field(default_factory=dict)  # runs sent per region
+
+
+class Dispatcher:
+    """Moves due runs from the ledger to the regions, round after round."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        regions: RegionClients,
+        config: MasterConfig,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        """Dispatch from ``ledger`` to ``regions`` every ``config.dispatch_interval`` at least."""
+        self._ledger = ledger
+        self._regions = regions
+        self._clock = clock
+        self._interval = config.dispatch_interval.total_seconds()
+        self._backoff = ledger_backoff(self._interval)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._unreleased: list[RunKey] = []
+
+    def wake(self) -> None:
+        """Runs may have become due: start a round now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Claim nothing more; ``run`` returns once the round in flight is finished."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch until stopped."""
+        while not self._stopping.is_set():
+            pause, wakeable = await self._burst()
+            await self._pause(pause, wakeable=wakeable)
+
+    async def _burst(self) -> tuple[float, bool]:
+        """Rounds while claims come back full; then the pause, and whether a NOTIFY may end it."""
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                outcome = await self.dispatch_round()
+            except LedgerUnavailableError as error:
+                log.warning("dispatcher: the ledger is unavailable, backing off: %s", error)
+                return self._backoff.next_pause(), False
+            self._backoff.reset()
+            if outcome.full and outcome.accepted:
+                continue  # more may be due, and regions are taking them
+            # Runs refused for good come straight back: only the timer brings them round again.
+            return self._interval, not outcome.bounced
+        return 0.0, False
+
+    async def _pause(self, seconds: float, *, wakeable: bool) -> None:
+        """Sleep ``seconds``, or until woken (if ``wakeable``) or stopped."""
+        event = self._wake if wakeable else self._stopping
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+    async def dispatch_round(self) -> RoundOutcome:
+        """One round: learn credits, claim, delegate each region's batch, release the rest."""
+        await self._release_leftovers()
+        credits = await self._regions.credits(self._interval)
+        offered = sum(credits.values())
+        if offered == 0:
+            return RoundOutcome()
+        claimed = await self._ledger.claim_due_runs(credits, self._clock())
+        if not claimed:
+            return RoundOutcome()
+        batches = by_region(claimed)
+        names = list(batches)
+        results = await asyncio.gather(*(self._deliver(name, batches[name]) for name in names))
+        unaccepted = [key for result in results for key in result.unaccepted]
+        await self._release(unaccepted)
+        return RoundOutcome(
+            claimed=len(claimed),
+            accepted=sum(result.accepted for result in results),
+            released=len(unaccepted),
+            full=len(claimed) >= offered,
+            bounced=any(result.bounced for result in results),
+            batches={name: len(batches[name]) for name in names},
+        )
+
+    async def _deliver(self, region: str, runs: Sequence[ClaimedRun]) -> BatchResult:
+        """Send one region its batch; everything it did not take is to be released."""
+        client = self._regions.get(region)
+        try:
+            delivery = await client.delegate(runs)
+        except CALL_FAILURES as error:
+            log.warning(
+                "region %s: %d runs not delivered, back to pending: %s",
+                region,
+                len(runs),
+                failure_text(error),
+            )
+            return BatchResult(unaccepted=tuple((run.run_id, run.epoch) for run in runs))
+        unaccepted = tuple(
+            (run.run_id, run.epoch) for run in runs if run.run_id not in delivery.accepted
+        )
+        hard = [refusal for refusal in delivery.refused if refusal.reason not in CREDIT_REFUSALS]
+        for refusal in hard:
+            log.warning(
+                "region %s refused run %s: %s %s",
+                region,
+                refusal.run_id,
+                refusal.reason,
+                refusal.detail,
+            )
+        return BatchResult(len(runs) - len(unaccepted), unaccepted, bounced=bool(hard))
+
+    async def _release(self, keys: Sequence[RunKey]) -> None:
+        """Put runs back to pending; kept for the next round if the ledger is down."""
+        if not keys:
+            return
+        try:
+            outcomes = await self._ledger.release_runs(keys, self._clock())
+        except LedgerUnavailableError as error:
+            log.warning(
+                "dispatcher: %d runs stay delegated until the ledger is back: %s", len(keys), error
+            )
+            self._unreleased.extend(keys)
+            return
+        for outcome in outcomes:
+            if not outcome.applied:
+                log.debug("run %s not released: %s", outcome.transition.run_id, outcome.refusal)
+
+    async def _release_leftovers(self) -> None:
+        """Release what an earlier round could not (raises while the ledger is down)."""
+        if not self._unreleased:
+            return
+        keys, self._unreleased = self._unreleased, []
+        try:
+            await self._ledger.release_runs(keys, self._clock())
+        except LedgerUnavailableError:
+            self._unreleased = keys + self._unreleased
+            raise
+
+
+def by_region(runs: Sequence[ClaimedRun]) -> dict[str, list[ClaimedRun]]:
+    """Claimed runs grouped by the region they were claimed for, order kept."""
+    groups: dict[str, list[ClaimedRun]] = defaultdict(list)
+    for run in runs:
+        groups[run.region].append(run)
+    return dict(groups)

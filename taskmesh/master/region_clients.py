@@ -1,0 +1,253 @@
+"""The master's link to each region: one channel, one breaker, retried calls, the last credit.
+
+Every call that changes a region (Delegate, Cancel, Reprioritise) goes through the region's
+pybreaker breaker and, except credit probes, through the delegation retry policy. A probe is
+one empty Delegate with a short deadline: the dispatcher must not stall on a silent region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from uuid import UUID
+
+import grpc
+import grpc.aio
+from pybreaker import STATE_CLOSED, CircuitBreaker, CircuitBreakerError
+
+from taskmesh.common.errors import NotFoundError
+from taskmesh.common.model import ClaimedRun
+from taskmesh.common.rpc import cluster_pb2, region_pb2, region_pb2_grpc
+from taskmesh.common.rpc.runs import claimed_run_to_proto
+from taskmesh.common.topology import MasterConfig, Topology
+from taskmesh.master.retry_policies import delegation_retrying
+
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+DELEGATE_TIMEOUT = 5.0  # seconds one Delegate/Cancel/Reprioritise attempt may take
+PROBE_TIMEOUT = 1.0  # seconds a credit probe may take
+DESCRIBE_TIMEOUT = 1.0  # seconds a status call may take
+MAX_BATCH = 500  # runs per Delegate call, whatever credit a region advertises
+CALL_FAILURES = (grpc.aio.AioRpcError, CircuitBreakerError)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A run a region did not take, and why (the RefusalReason name)."""
+
+    run_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A region's answer to one Delegate batch."""
+
+    accepted: frozenset[UUID]
+    refused: tuple[Refusal, ...]
+    credit: int
+
+
+class RegionClient:
+    """One region as the master reaches it."""
+
+    def __init__(self, name: str, address: str, config: MasterConfig, master_id: str) -> None:
+        """Open a lazy channel to ``address``; nothing is sent until the first call."""
+        self.name = name
+        self.address = address
+        self.credit: int | None = None  # free queue room last advertised; None: not known
+        self.queue_depth = 0
+        self.reachable = False
+        self.breaker = CircuitBreaker(
+            fail_max=config.breaker.fail_max,
+            reset_timeout=config.breaker.reset_timeout.total_seconds(),
+            exclude=[asyncio.CancelledError],
+            name=f"region {name}",
+        )
+        self._retry = config.delegation_retry
+        self._master_id = master_id
+        self._heard_at = -math.inf  # monotonic time of the last answer or failure
+        self._trial = asyncio.Lock()
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = region_pb2_grpc.RegionStub(self._channel)
+
+    @property
+    def breaker_state(self) -> str:
+        """pybreaker's state name: ``closed``, ``open`` or ``half-open``."""
+        return str(self.breaker.current_state)
+
+    def needs_probe(self, now: float, interval: float) -> bool:
+        """True when the credit is unknown or zero and was last heard of ``interval`` ago."""
+        return (self.credit is None or self.credit == 0) and now - self._heard_at >= interval
+
+    def forget_credit(self) -> None:
+        """Treat the credit as unknown (the region was reaped or refused to answer)."""
+        self.credit = None
+
+    async def delegate(self, runs: Sequence[ClaimedRun]) -> Delivery:
+        """Send one batch; retried on transient errors, guarded by the breaker."""
+        request = region_pb2.DelegateRequest(
+            runs=[claimed_run_to_proto(run) for run in runs], master_id=self._master_id
+        )
+        response = await self._recorded(
+            self._retried(lambda: self._stub.Delegate(request, timeout=DELEGATE_TIMEOUT))
+        )
+        self._heard(response.credit, response.queue_depth)
+        refused = tuple(
+            Refusal(item.run_id, region_pb2.RefusalReason.Name(item.reason), item.detail)
+            for item in response.refused
+        )
+        return Delivery(self._run_ids(response.accepted_run_ids), refused, response.credit)
+
+    async def probe(self) -> int | None:
+        """Ask for the credit with an empty Delegate (one try); None when unreachable."""
+        request = region_pb2.DelegateRequest(master_id=self._master_id)
+        try:
+            response = await self._recorded(
+                self._guarded(lambda: self._stub.Delegate(request, timeout=PROBE_TIMEOUT))
+            )
+        except CALL_FAILURES as error:
+            log.debug("region %s: credit probe failed: %s", self.name, failure_text(error))
+            return None
+        self._heard(response.credit, response.queue_depth)
+        return response.credit
+
+    async def cancel(
+        self, runs: Sequence[region_pb2.RunRef], reason: str
+    ) -> region_pb2.CancelRunsResponse:
+        """Ask the region to drop or stop these runs."""
+        request = region_pb2.CancelRunsRequest(runs=runs, reason=reason)
+        return await self._recorded(
+            self._retried(lambda: self._stub.Cancel(request, timeout=DELEGATE_TIMEOUT))
+        )
+
+    async def reprioritise(
+        self, runs: Sequence[region_pb2.RunPriority]
+    ) -> region_pb2.ReprioritiseResponse:
+        """Give queued runs their new priority."""
+        request = region_pb2.ReprioritiseRequest(runs=runs)
+        return await self._recorded(
+            self._retried(lambda: self._stub.Reprioritise(request, timeout=DELEGATE_TIMEOUT))
+        )
+
+    async def describe(self) -> cluster_pb2.RegionStatus | None:
+        """The region's own status, or None when it does not answer in time (no breaker)."""
+        try:
+            response = await self._stub.Describe(
+                region_pb2.DescribeRequest(), timeout=DESCRIBE_TIMEOUT
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return response.status
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight fail."""
+        await self._channel.close()
+
+    def _run_ids(self, texts: Sequence[str]) -> frozenset[UUID]:
+        """Run ids a region answered with; malformed ones are logged and left out."""
+        ids = set()
+        for text in texts:
+            try:
+                ids.add(UUID(text))
+            except ValueError:
+                log.warning("region %s answered with a malformed run id %r", self.name, text)
+        return frozenset(ids)
+
+    def _heard(self, credit: int, queue_depth: int) -> None:
+        """Remember what the region last advertised."""
+        self.credit = max(0, credit)
+        self.queue_depth = queue_depth
+        self.reachable = True
+        self._heard_at = time.monotonic()
+
+    async def _recorded(self, call: Awaitable[R]) -> R:
+        """Await ``call``; on failure the region is unreachable and its credit unknown."""
+        try:
+            return await call
+        except CALL_FAILURES:
+            self.reachable = False
+            self.credit = None
+            self._heard_at = time.monotonic()
+            raise
+
+    async def _retried(self, call: Callable[[], Awaitable[R]]) -> R:
+        """``call`` under the delegation retry policy, each try guarded by the breaker."""
+        async for attempt in delegation_retrying(self._retry):
+            with attempt:
+                return await self._guarded(call)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _guarded(self, call: Callable[[], Awaitable[R]]) -> R:
+        """One try through the breaker; while it is not closed, one trial at a time."""
+        if self.breaker.current_state == STATE_CLOSED:
+            with self.breaker.calling():
+                return await call()
+        async with self._trial:
+            with self.breaker.calling():
+                return await call()
+
+
+class RegionClients:
+    """The clients of every topology region, in topology order."""
+
+    def __init__(self, clients: Sequence[RegionClient]) -> None:
+        """Hold ``clients``; see ``for_topology``."""
+        self._clients = {client.name: client for client in clients}
+
+    @classmethod
+    def for_topology(
+        cls, topology: Topology, addresses: Mapping[str, str], master_id: str
+    ) -> RegionClients:
+        """A client per region, dialling ``addresses[name]`` or the topology's address."""
+        clients = [
+            RegionClient(
+                region.name,
+                addresses.get(region.name, str(region.grpc)),
+                topology.master,
+                master_id,
+            )
+            for region in topology.regions
+        ]
+        return cls(clients)
+
+    def __iter__(self) -> Iterator[RegionClient]:
+        """The clients in topology order."""
+        return iter(self._clients.values())
+
+    def get(self, name: str) -> RegionClient:
+        """The client of region ``name``; ``NotFoundError`` if the topology has none."""
+        try:
+            return self._clients[name]
+        except KeyError:
+            raise NotFoundError(f'unknown region "{name}"') from None
+
+    async def credits(self, probe_interval: float) -> dict[str, int]:
+        """Each reachable region's credit (capped per batch), probing where it is not known."""
+        now = time.monotonic()
+        stale = [client for client in self if client.needs_probe(now, probe_interval)]
+        if stale:
+            await asyncio.gather(*(client.probe() for client in stale))
+        return {
+            client.name: min(client.credit, MAX_BATCH)
+            for client in self
+            if client.credit is not None and client.breaker_state != "open"
+        }
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await asyncio.gather(*(client.close() for client in self))
+
+
+def failure_text(error: BaseException) -> str:
+    """A short text of a failed call, for logs."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error)

@@ -1,0 +1,166 @@
+"""The master's HTTP side (aiohttp): the ``/v1`` REST API, the classic pair, health probes.
+
+``/v1`` bodies are proto3 JSON (see ``task_json``); every error is
+``{"error": {"field": ..., "message": ...}}`` with the status ``errors.http_status`` maps to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+from aiohttp import web
+
+from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
+from taskmesh.common.model import RunState
+from taskmesh.master.classic_api import ClassicApi
+from taskmesh.master.errors import http_body, http_headers, http_status
+from taskmesh.master.health import Health
+from taskmesh.master.task_api import TaskApi
+from taskmesh.master.task_json import run_json, spec_from_json, task_json, task_status_json
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROTO_STATE_PREFIX = "RUN_STATE_"
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn a ``TaskmeshError`` escaping a handler into the JSON error answer."""
+    try:
+        return await handler(request)
+    except TaskmeshError as error:
+        return web.json_response(
+            http_body(error), status=http_status(error), headers=http_headers(error)
+        )
+
+
+class RestApi:
+    """The HTTP routes over a ``TaskApi``."""
+
+    def __init__(self, api: TaskApi, health: Health, ping: Callable[[], Awaitable[None]]) -> None:
+        """Serve ``api``; ``/readyz`` also needs ``ping`` (the ledger) to answer."""
+        self._api = api
+        self._health = health
+        self._ping = ping
+
+    def application(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(middlewares=[json_errors])
+        router = app.router
+        router.add_post("/v1/tasks", self.submit)
+        router.add_get("/v1/tasks", self.list_tasks)
+        router.add_get("/v1/tasks/{task_id}", self.get_task)
+        router.add_post("/v1/tasks/{task_id}/cancel", self.cancel)
+        router.add_post("/v1/tasks/{task_id}/priority", self.set_priority)
+        router.add_get("/healthz", self.healthz)
+        router.add_get("/readyz", self.readyz)
+        ClassicApi(self._api).add_routes(router)
+        return app
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """Store a task (201), or return the earlier one for a known idempotency key (200)."""
+        submission = await self._api.submit(spec_from_json(await _json_body(request)))
+        run = submission.first_run
+        answer = {
+            "task": task_json(submission.task),
+            "first_run": None if run is None else run_json(run),
+            "deduplicated": not submission.created,
+        }
+        return web.json_response(answer, status=201 if submission.created else 200)
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        """A task and its most recent runs, newest first."""
+        limit = _int_query(request, "run_limit", 0)
+        task, runs = await self._api.get_task(_path_task_id(request), limit)
+        return web.json_response({"task": task_json(task), "runs": [run_json(r) for r in runs]})
+
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        """Tasks newest first, filtered by ``state`` and ``region``, paged by ``page_token``."""
+        state = request.query.get("state") or None
+        page = await self._api.list_tasks(
+            states=() if state is None else (_run_state(state),),
+            region=request.query.get("region") or None,
+            limit=_int_query(request, "limit", 0),
+            page_token=request.query.get("page_token", ""),
+        )
+        tasks = [task_status_json(status) for status in page.items]
+        return web.json_response({"tasks": tasks, "next_page_token": page.next_token})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """Cancel a task's unfinished runs; the body may give a ``reason``."""
+        task_id = _path_task_id(request)
+        body = await _json_body(request, required=False)
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise ValidationError("reason", "must be a string")
+        cancelled = await self._api.cancel(task_id, reason)
+        return web.json_response({"cancelled_run_ids": [str(run_id) for run_id in cancelled]})
+
+    async def set_priority(self, request: web.Request) -> web.Response:
+        """Give a task and its unfinished runs the body's ``priority``."""
+        task_id = _path_task_id(request)
+        priority = (await _json_body(request)).get("priority")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValidationError("priority", "must be an integer")
+        changed = await self._api.set_priority(task_id, priority)
+        return web.json_response({"run_ids": [str(run_id) for run_id in changed]})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: the process answers."""
+        return web.json_response({"status": "ok", "phase": str(self._health.phase)})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: serving, and the ledger answers."""
+        if not self._health.ready:
+            return web.json_response({"status": str(self._health.phase)}, status=503)
+        try:
+            await self._ping()
+        except TaskmeshError as error:
+            body = {"status": "ledger unavailable", "error": str(error)}
+            return web.json_response(body, status=503)
+        return web.json_response({"status": "ready"})
+
+
+async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, object]:
+    """The request's JSON object; an empty body is ``{}`` unless ``required``."""
+    raw = await request.read()
+    if not raw.strip() and not required:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("body", "is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return body
+
+
+def _path_task_id(request: web.Request) -> UUID:
+    """The task id in the path; a malformed one names no task (404)."""
+    text = request.match_info["task_id"]
+    try:
+        return UUID(text)
+    except ValueError:
+        raise NotFoundError(f"task {text} not found") from None
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    """An integer query parameter."""
+    text = request.query.get(name, "")
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError(name, f"must be an integer, got {text!r}") from None
+
+
+def _run_state(text: str) -> RunState:
+    """A run state named the model's way (``pending``) or the wire's (``RUN_STATE_PENDING``)."""
+    name = text.strip().lower().removeprefix(PROTO_STATE_PREFIX.lower())
+    try:
+        return RunState(name)
+    except ValueError:
+        known = ", ".join(state.value for state in RunState)
+        raise ValidationError("state", f"unknown run state {text!r}; one of: {known}") from None

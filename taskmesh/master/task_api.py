@@ -1,0 +1,216 @@
+"""What clients can ask of the master, in model terms; gRPC and REST only translate to it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from taskmesh.common.errors import NotFoundError, ValidationError
+from taskmesh.common.ledger import Ledger
+from taskmesh.common.model import Run, RunState, Task, TaskSpec, TaskStatus
+from taskmesh.common.rpc import region_pb2
+from taskmesh.common.topology import Topology
+from taskmesh.master.admission import Admission
+from taskmesh.master.clock import Clock, utc_now
+from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
+from taskmesh.master.validation import check_priority, validated_spec
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_LIMIT = 20
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+RUNS_READ = 1000  # attempts of one task read at most (the ledger lists them oldest first)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The answer to a submit: the task, its first run, and whether it was stored just now."""
+
+    task: Task
+    first_run: Run | None
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing and the token of the next (empty on the last page)."""
+
+    items: list[T] = field(default_factory=list)
+    next_token: str = ""
+
+
+def page_size(limit: int) -> int:
+    """The page size asked for: 0 means the default; at most ``MAX_PAGE``."""
+    if limit < 0:
+        raise ValidationError("limit", f"must not be negative, got {limit}")
+    return min(limit or DEFAULT_PAGE, MAX_PAGE)
+
+
+class TaskApi:
+    """Submission, inspection and steering of tasks over the ledger and the regions."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        regions: RegionClients,
+        topology: Topology,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        """Serve clients from ``ledger``, forwarding cancels and priorities to ``regions``."""
+        self.topology = topology
+        self._ledger = ledger
+        self._regions = regions
+        self._clock = clock
+        self._admission = Admission(ledger, topology.master.max_pending_runs)
+
+    async def submit(self, spec: TaskSpec) -> Submission:
+        """Validate and store a task with its first run, in one transaction."""
+        spec = validated_spec(spec, self.topology)
+        await self._admission.admit()
+        try:
+            task, run, created = await self._ledger.submit_task(spec, self._clock())
+        except NotFoundError as error:  # only a dependency can be missing
+            raise ValidationError("dependencies", str(error)) from None
+        return Submission(task, run, created)
+
+    async def get_task(self, task_id: UUID, run_limit: int = 0) -> tuple[Task, list[Run]]:
+        """A task and its most recent attempts, newest first."""
+        if run_limit < 0:
+            raise ValidationError("run_limit", f"must not be negative, got {run_limit}")
+        task = await self._ledger.get_task(task_id)
+        runs = await self._ledger.list_runs(task_id, limit=RUNS_READ)
+        return task, runs[::-1][: run_limit or DEFAULT_RUN_LIMIT]
+
+    async def task_status(self, task_id: UUID) -> TaskStatus:
+        """A task and its latest attempt."""
+        task = await self._ledger.get_task(task_id)
+        return TaskStatus(task, await self._ledger.latest_run(task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        states: Collection[RunState] = (),
+        region: str | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> Page[TaskStatus]:
+        """Tasks newest first with their latest attempt; filtered on one state at most."""
+        if len(states) > 1:
+            raise ValidationError("states", "filter on one state at most")
+        size = page_size(limit)
+        after = _token_id(page_token) if page_token else None
+        found = await self._ledger.list_tasks(
+            state=next(iter(states), None), region=region, limit=size + 1, after=after
+        )
+        more = len(found) > size
+        items = found[:size]
+        return Page(items, str(items[-1].task.id) if more else "")
+
+    async def get_run(self, run_id: UUID) -> Run:
+        """One attempt."""
+        return await self._ledger.get_run(run_id)
+
+    async def list_runs(
+        self,
+        task_id: UUID,
+        *,
+        states: Collection[RunState] = (),
+        region: str | None = None,
+        worker_id: str | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> Page[Run]:
+        """A task's attempts newest first, filtered, paged by offset."""
+        await self._ledger.get_task(task_id)  # NotFoundError for an unknown task
+        runs = [
+            run
+            for run in reversed(await self._ledger.list_runs(task_id, limit=RUNS_READ))
+            if (not states or run.state in states)
+            and (region is None or run.region == region)
+            and (worker_id is None or run.worker_id == worker_id)
+        ]
+        start, size = _token_offset(page_token), page_size(limit)
+        more = len(runs) > start + size
+        return Page(runs[start : start + size], str(start + size) if more else "")
+
+    async def cancel(self, task_id: UUID, reason: str = "") -> list[UUID]:
+        """Cancel a task's unfinished runs: here, and in the regions that hold them."""
+        cancellation = await self._ledger.cancel_task(task_id, self._clock())
+        forwarded = await self._forward_cancels(cancellation.to_forward, reason or "cancelled")
+        return [run.id for run in cancellation.cancelled] + forwarded
+
+    async def set_priority(self, task_id: UUID, priority: int) -> list[UUID]:
+        """Reprioritise a task and its unfinished runs, queued ones in their regions too."""
+        runs = await self._ledger.set_priority(task_id, check_priority(priority))
+        queued = [run for run in runs if run.state is RunState.DELEGATED]
+        await self._forward_priorities(queued, priority)
+        return [run.id for run in runs]
+
+    async def _forward_cancels(self, runs: Sequence[Run], reason: str) -> list[UUID]:
+        """Ask each region to drop or stop its runs; returns the runs it acted on."""
+        groups = self._by_region(runs)
+        requests = [
+            self._regions.get(name).cancel(
+                [region_pb2.RunRef(run_id=str(run.id), epoch=run.epoch) for run in members],
+                reason,
+            )
+            for name, members in groups.items()
+        ]
+        answers = await asyncio.gather(*requests, return_exceptions=True)
+        acted: list[UUID] = []
+        for name, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, CALL_FAILURES):
+                log.warning("region %s: cancel not forwarded: %s", name, failure_text(answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                ids = [*answer.dequeued_run_ids, *answer.signalled_run_ids]
+                acted.extend(UUID(run_id) for run_id in ids)
+        return acted
+
+    async def _forward_priorities(self, runs: Sequence[Run], priority: int) -> None:
+        """Tell each region the new priority of its queued runs (best effort)."""
+        for name, members in self._by_region(runs).items():
+            items = [
+                region_pb2.RunPriority(
+                    run=region_pb2.RunRef(run_id=str(run.id), epoch=run.epoch), priority=priority
+                )
+                for run in members
+            ]
+            try:
+                await self._regions.get(name).reprioritise(items)
+            except CALL_FAILURES as error:
+                log.warning("region %s: new priority not forwarded: %s", name, failure_text(error))
+
+    def _by_region(self, runs: Sequence[Run]) -> dict[str, list[Run]]:
+        """Runs grouped by the topology region that holds them (others are skipped)."""
+        groups: dict[str, list[Run]] = defaultdict(list)
+        for run in runs:
+            if run.region in self.topology.region_names:
+                groups[run.region].append(run)
+        return dict(groups)
+
+
+def _token_id(token: str) -> UUID:
+    """The task id a ``list_tasks`` page token stands for."""
+    try:
+        return UUID(token)
+    except ValueError:
+        raise ValidationError("page_token", "is not a token this server issued") from None
+
+
+def _token_offset(token: str) -> int:
+    """The offset a ``list_runs`` page token stands for."""
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise ValidationError("page_token", "is not a token this server issued")
+    return int(token)
