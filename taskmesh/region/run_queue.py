@@ -58,8 +58,8 @@ class RunQueue(Generic[T]):
 
     @property
     def credit(self) -> int:
-        """Free room, advertised upstream so nobody pushes past it."""
-        return self.capacity - len(self._entries)
+        """Free room, advertised upstream so nobody pushes past it (0 when over capacity)."""
+        return max(0, self.capacity - len(self._entries))
 
     def push(self, run_id: str, kind: str, priority: int, payload: T) -> None:
         """Enqueue a run; raises ``QueueFullError`` at capacity, ``ValueError`` if present."""
@@ -68,6 +68,24 @@ class RunQueue(Generic[T]):
         if self.credit <= 0:
             raise QueueFullError(f"queue is full ({self.capacity} runs)")
         self._insert(run_id, kind, priority, self._clock(), payload)
+
+    def restore(
+        self, run_id: str, kind: str, priority: int, payload: T, enqueued_at: float
+    ) -> None:
+        """Put a run back with its original enqueue time, even past capacity.
+
+        For runs that left the queue and return (a worker died before starting them): they
+        were accepted once, so refusing them now would lose them; the excess only delays new
+        delegations, since credit stays 0 until the queue is back under capacity.
+        """
+        if run_id in self._entries:
+            raise ValueError(f"run {run_id} is already queued")
+        self._insert(run_id, kind, priority, enqueued_at, payload)
+
+    def get(self, run_id: str) -> T | None:
+        """A queued run's payload, or None; the run stays queued."""
+        entry = self._entries.get(run_id)
+        return None if entry is None else entry.payload
 
     def pop(self, kind_allowed: Callable[[str], bool] = lambda _kind: True) -> T | None:
         """Remove and return the best run whose kind is allowed, or None."""

@@ -164,3 +164,20 @@ def test_heavy_reprioritisation_compacts_and_keeps_order() -> None:
     assert garbage <= max(1024, len(queue))  # compacted rather than 6000 dead entries
     expected = sorted(range(2000), key=lambda i: (-((i * 7 + 2) % 11), i))
     assert pop_all(queue) == [f"r{i}" for i in expected]
+
+
+def test_restore_keeps_the_wait_and_may_exceed_capacity() -> None:
+    queue, clock = make_queue(capacity=1, age_step=1.0)
+    queue.push("old", "default", 0, "old")
+    clock.now += 10
+    assert queue.pop() == "old"
+    queue.push("new", "default", 5, "new")  # fills the queue meanwhile
+    queue.restore("old", "default", 0, "old", enqueued_at=clock.now - 10)
+    assert (len(queue), queue.credit) == (2, 0)  # over capacity: no credit, nothing lost
+    assert queue.effective_priority("old") == 10.0  # it kept its 10 s of aging
+    assert queue.get("old") == "old"
+    assert "old" in queue
+    assert pop_all(queue) == ["old", "new"]
+    queue.push("x", "default", 0, "x")
+    with pytest.raises(ValueError, match="already queued"):
+        queue.restore("x", "default", 0, "x", 0.0)

@@ -1,0 +1,117 @@
+"""The assignment loop: best queued run to the least loaded worker, in batches per worker.
+
+It sleeps on an event set whenever work or credit appears (a delegation, a heartbeat with
+free slots, a result, a new worker), and otherwise only until an open kind breaker becomes due
+for a trial. Each round pops runs while some worker has credit, skipping kinds whose breaker is
+open; a run no worker can take right now (no worker with its executor has credit) is put back
+with the wait it already had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from datetime import datetime
+
+from taskmesh.common.model import (
+    ClaimedRun,
+    RunState,
+    Transition,
+    TransitionOutcome,
+    TransitionRefusal,
+)
+from taskmesh.region import messages
+from taskmesh.region.holdings import HeldRun, QueuedRun
+from taskmesh.region.runtime import RegionRuntime
+from taskmesh.region.worker_registry import ConnectedWorker
+
+log = logging.getLogger(__name__)
+
+NOT_STARTED_IN_TIME = "not started within the task's schedule_to_start_timeout"
+
+
+class Assigner:
+    """Moves runs from the queue to workers whenever both are there."""
+
+    def __init__(self, runtime: RegionRuntime) -> None:
+        self._runtime = runtime
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ask ``run`` to return."""
+        self._stopping = True
+        self._runtime.wake()
+
+    async def run(self) -> None:
+        """Assign in rounds until stopped."""
+        wakeup = self._runtime.wakeup
+        while not self._stopping:
+            trial_due = self._runtime.board.seconds_to_next_trial()
+            with contextlib.suppress(TimeoutError):  # then a kind breaker is due for a trial
+                await asyncio.wait_for(wakeup.wait(), trial_due)
+            wakeup.clear()
+            if not self._stopping and not self._runtime.draining:
+                self.assign_round()
+
+    def assign_round(self) -> int:
+        """Assign what can be assigned now; returns how many runs were assigned."""
+        batches: dict[ConnectedWorker, list[HeldRun]] = defaultdict(list)
+        put_back: list[QueuedRun] = []
+        registry, queue, board = self._runtime.registry, self._runtime.queue, self._runtime.board
+        now = self._runtime.now()
+        while registry.has_credit() and (queued := queue.pop(board.kind_allows)) is not None:
+            if _missed_start(queued.claimed, now):
+                self._time_out(queued, now)
+                continue
+            worker = registry.pick(queued.claimed.executor)
+            if worker is None:
+                put_back.append(queued)
+                continue
+            held = HeldRun(queued.claimed.run_id, queued.epoch, worker.id, queued)
+            registry.hold(worker, held)
+            worker.free_slots -= 1
+            board.begin(held.run_id, held.kind, worker.id)
+            batches[worker].append(held)
+        for queued in put_back:
+            self._runtime.requeue(queued)
+        self._send(batches, now)
+        return sum(len(runs) for runs in batches.values())
+
+    def _send(self, batches: dict[ConnectedWorker, list[HeldRun]], at: datetime) -> None:
+        """One AssignRuns per worker, and one ledger ticket for every ``assigned``."""
+        transitions: list[Transition] = []
+        for worker, runs in batches.items():
+            worker.send(messages.assign(runs))
+            transitions += [held.transition(RunState.ASSIGNED, at) for held in runs]
+        if transitions:
+            self._runtime.writer.record(transitions, self._check_assigned)
+
+    def _check_assigned(self, outcomes: list[TransitionOutcome]) -> None:
+        """Withdraw runs the ledger would not let this region assign (fenced off meanwhile)."""
+        for outcome in outcomes:
+            if outcome.applied or outcome.refusal is TransitionRefusal.DUPLICATE:
+                continue
+            transition = outcome.transition
+            held = self._runtime.registry.holder(transition.run_id)
+            if held is not None and held.epoch == transition.epoch:
+                log.warning("run %s cannot be assigned: %s", held.run_id, outcome.refusal)
+                self._runtime.withdraw(held, f"the ledger refused it: {outcome.refusal}")
+
+    def _time_out(self, queued: QueuedRun, at: datetime) -> None:
+        """Record a run that waited past its schedule-to-start bound as timed out."""
+        claimed = queued.claimed
+        self._runtime.writer.record(
+            [
+                Transition(
+                    claimed.run_id, claimed.epoch, RunState.TIMED_OUT, at, error=NOT_STARTED_IN_TIME
+                )
+            ]
+        )
+
+
+def _missed_start(claimed: ClaimedRun, now: datetime) -> bool:
+    """True when the run can no longer start within its schedule-to-start bound."""
+    bound = claimed.schedule_to_start_timeout
+    return bound is not None and now > claimed.due_at + bound

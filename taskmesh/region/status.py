@@ -1,0 +1,88 @@
+"""The region as it reports itself: ``Describe``'s RegionStatus and the HTTP readiness report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from taskmesh.common.model import RegionState, WorkerState
+from taskmesh.common.rpc import cluster_pb2
+from taskmesh.common.rpc.values import EXECUTORS, REGION_STATES, WORKER_STATES, timestamp
+from taskmesh.region.breakers import Breaker
+from taskmesh.region.runtime import RegionRuntime
+from taskmesh.region.worker_registry import ConnectedWorker
+
+BREAKER_STATES = {
+    "closed": cluster_pb2.BREAKER_STATE_CLOSED,
+    "open": cluster_pb2.BREAKER_STATE_OPEN,
+    "half-open": cluster_pb2.BREAKER_STATE_HALF_OPEN,
+}
+
+
+def breaker_state(breaker: Breaker) -> cluster_pb2.BreakerState.ValueType:
+    """The wire state of a breaker."""
+    return BREAKER_STATES.get(breaker.state, cluster_pb2.BREAKER_STATE_UNSPECIFIED)
+
+
+def region_state(runtime: RegionRuntime) -> RegionState:
+    """UP, or DRAINING once shutdown began."""
+    return RegionState.DRAINING if runtime.draining else RegionState.UP
+
+
+def worker_status(runtime: RegionRuntime, worker: ConnectedWorker) -> cluster_pb2.WorkerStatus:
+    """One worker's WorkerStatus."""
+    state = WorkerState.DRAINING if worker.draining else WorkerState.UP
+    return cluster_pb2.WorkerStatus(
+        id=worker.id,
+        region=runtime.name,
+        slots=worker.slots,
+        heartbeat_at=timestamp(worker.heartbeat_at),
+        labels=worker.labels,
+        state=WORKER_STATES[state],
+        breaker=breaker_state(runtime.board.worker(worker.id)),
+        free_slots=worker.credit,
+        running=len(worker.held),
+        executors=[EXECUTORS[executor] for executor in sorted(worker.executors)],
+        connected_at=timestamp(worker.connected_at),
+    )
+
+
+def region_status(
+    runtime: RegionRuntime, heartbeat_at: datetime | None
+) -> cluster_pb2.RegionStatus:
+    """The RegionStatus ``Describe`` answers (the master's own fields left unset)."""
+    workers = list(runtime.registry)
+    return cluster_pb2.RegionStatus(
+        name=runtime.name,
+        address=runtime.address,
+        credit=runtime.credit,
+        heartbeat_at=timestamp(heartbeat_at),
+        state=REGION_STATES[region_state(runtime)],
+        queue_depth=len(runtime.queue),
+        running=runtime.registry.running,
+        total_slots=sum(worker.slots for worker in workers),
+        free_slots=sum(worker.credit for worker in workers),
+        kind_breakers=[
+            cluster_pb2.KindBreaker(
+                kind=kind, state=breaker_state(breaker), failures=breaker.failures
+            )
+            for kind, breaker in runtime.board.kinds()
+        ],
+        workers=[worker_status(runtime, worker) for worker in workers],
+    )
+
+
+def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> dict[str, object]:
+    """The JSON body of ``/healthz`` and ``/readyz``; ``ready`` decides the latter's status."""
+    workers = list(runtime.registry)
+    return {
+        "region": runtime.name,
+        "ready": ledger_reachable and not runtime.draining,
+        "state": str(region_state(runtime)),
+        "ledger_reachable": ledger_reachable,
+        "workers_connected": len(workers),
+        "queue_depth": len(runtime.queue),
+        "credit": runtime.credit,
+        "running": runtime.registry.running,
+        "free_slots": sum(worker.credit for worker in workers),
+        "unwritten_transitions": runtime.writer.pending,
+    }

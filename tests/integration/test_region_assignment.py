@@ -1,0 +1,187 @@
+"""Assignment to workers over real streams: order, placement, credit, acks, loss, breakers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from test_region_harness import (
+    FakeWorker,
+    claim,
+    connected,
+    eventually,
+    run_state,
+    running_region,
+    task,
+)
+
+from taskmesh.common.ledger import Ledger
+from taskmesh.common.model import RunState
+from taskmesh.common.rpc import cluster_pb2, region_pb2
+from taskmesh.common.rpc.values import RUN_STATES, timestamp
+from taskmesh.common.topology import BreakerConfig, RegionBreakers
+
+QUIET = 0.5  # seconds to wait for something that must not happen
+
+
+async def test_assignment_order_follows_priority(database_url: str, ledger: Ledger) -> None:
+    priorities = [0, 5, -3, 10]
+    runs = await claim(ledger, *(task(f"p{p}", priority=p) for p in priorities))
+    async with running_region(database_url) as region:
+        await region.delegate(runs)
+        async with connected(region, "w1", slots=1) as worker:
+            for count in range(1, 5):
+                assignment = (await worker.assigned(count))[-1]
+                await worker.start(assignment.run)
+                await worker.finish(assignment.run, RunState.SUCCEEDED)
+            names = [a.task_name for a in worker.assignments()]
+    assert names == ["p10", "p5", "p0", "p-3"]
+
+
+async def test_the_least_loaded_worker_gets_the_run(database_url: str, ledger: Ledger) -> None:
+    runs = await claim(ledger, *(task(f"t{i}") for i in range(6)))
+    async with running_region(database_url) as region, connected(region, "a", slots=4) as a:
+        await region.delegate(runs[:2])
+        await a.assigned(2)
+        async with connected(region, "b", slots=4) as b:
+            await region.delegate(runs[2:4])
+            await b.assigned(2)
+            await region.delegate(runs[4:])
+            await a.assigned(3)
+            await b.assigned(3)
+            await asyncio.sleep(QUIET)
+            assert (len(a.assignments()), len(b.assignments())) == (3, 3)
+
+
+async def test_equally_loaded_workers_take_turns(database_url: str, ledger: Ledger) -> None:
+    runs = await claim(ledger, *(task(f"t{i}") for i in range(3)))
+    async with running_region(database_url) as region:
+        workers = [FakeWorker(region.address, f"w{i}", slots=2) for i in range(3)]
+        for worker in workers:
+            await worker.connect()
+        for run in runs:  # one at a time, finished before the next: loads are equal each time
+            await region.delegate([run])
+            run_id = str(run.run_id)
+            holder = await eventually(lambda r=run_id: _holder_of(workers, r), bool)
+            assert holder is not None
+            ref = holder.assignments()[-1].run
+            await holder.start(ref)
+            await holder.finish(ref, RunState.SUCCEEDED)
+            await holder.wait_for(lambda m, r=run_id: r in {x.run_id for x in m.ack.runs})
+        assert sorted(len(w.assignments()) for w in workers) == [1, 1, 1]
+        for worker in workers:
+            await worker.drop()
+
+
+async def _holder_of(workers: list[FakeWorker], run_id: str) -> FakeWorker | None:
+    """The worker that was assigned ``run_id``, if any yet."""
+    for worker in workers:
+        if any(a.run.run_id == run_id for a in worker.assignments()):
+            return worker
+    return None
+
+
+async def test_a_worker_gets_runs_within_its_credit_and_acks_after_the_ledger(
+    database_url: str, ledger: Ledger
+) -> None:
+    runs = await claim(ledger, *(task(f"t{i}") for i in range(4)))
+    async with running_region(database_url) as region, connected(region, "w1", slots=2) as worker:
+        await worker.heartbeat(free_slots=1)  # busy with something else: one slot free
+        await region.delegate(runs)
+        (first,) = await worker.assigned(1)
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 1
+        await worker.heartbeat(free_slots=2)
+        second = (await worker.assigned(2))[1]
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 2  # never past its 2 slots
+        await worker.start(first.run, second.run)
+        await run_state(ledger, runs[0].run_id, RunState.RUNNING)
+        await worker.finish(first.run, RunState.SUCCEEDED)
+        await worker.wait_for(lambda m: m.WhichOneof("body") == "ack")
+        # The ack came after the commit: the ledger shows the result at once.
+        done = await ledger.get_run(runs[0].run_id)
+        assert (done.state, done.worker_id) == (RunState.SUCCEEDED, "w1")
+        assert worker.acked() == {first.run.run_id}
+        third = (await worker.assigned(3))[2]  # the freed slot is filled
+        assert third.run.run_id == str(runs[2].run_id)
+
+
+@pytest.mark.parametrize("how", ["dropped", "silent"])
+async def test_a_lost_worker_returns_unstarted_runs_and_loses_running_ones(
+    database_url: str, ledger: Ledger, how: str
+) -> None:
+    started_run, waiting_run = await claim(ledger, task("started"), task("waiting"))
+    timeout = timedelta(seconds=1 if how == "silent" else 30)
+    async with running_region(database_url, worker_heartbeat_timeout=timeout) as region:
+        worker = FakeWorker(region.address, "w1", slots=2)
+        await worker.connect()
+        await region.delegate([started_run, waiting_run])
+        first, _ = await worker.assigned(2)
+        await worker.start(first.run)
+        await run_state(ledger, started_run.run_id, RunState.RUNNING)
+        if how == "dropped":
+            await worker.drop()
+        lost = await run_state(ledger, started_run.run_id, RunState.LOST)
+        assert "w1" in lost.error
+        retries = await ledger.list_runs(started_run.task_id)
+        assert [(r.attempt, r.state) for r in retries] == [
+            (1, RunState.LOST),
+            (2, RunState.PENDING),
+        ]
+        await run_state(ledger, waiting_run.run_id, RunState.DELEGATED)
+        async with connected(region, "w2") as other:
+            (assignment,) = await other.assigned(1)
+            assert assignment.run.run_id == str(waiting_run.run_id)
+        if how == "silent":
+            await worker.drop()
+
+
+async def test_a_kind_breaker_holds_that_kind_while_others_proceed(
+    database_url: str, ledger: Ledger
+) -> None:
+    breakers = RegionBreakers(kind=BreakerConfig(fail_max=2, reset_timeout=timedelta(minutes=5)))
+    flaky = await claim(ledger, *(task(f"flaky{i}", kind="flaky") for i in range(3)))
+    (steady,) = await claim(ledger, task("steady", kind="steady"))
+    async with running_region(database_url, breakers=breakers) as region:
+        async with connected(region, "w1", slots=4) as worker:
+            await region.delegate(flaky[:2])
+            for assignment in await worker.assigned(2):
+                await worker.start(assignment.run)
+                await worker.finish(assignment.run, RunState.FAILED, exit_code=1)
+            for run in flaky[:2]:
+                await run_state(ledger, run.run_id, RunState.FAILED)
+            await region.delegate([flaky[2], steady])
+            third = (await worker.assigned(3))[2]
+            assert third.task_name == "steady"
+            await asyncio.sleep(QUIET)
+            assert len(worker.assignments()) == 3
+            status = await region.describe()
+        assert status.queue_depth == 1
+        states = {b.kind: (b.state, b.failures) for b in status.kind_breakers}
+        assert states["flaky"][0] == cluster_pb2.BREAKER_STATE_OPEN
+        assert states["steady"] == (cluster_pb2.BREAKER_STATE_CLOSED, 0)
+
+
+async def test_a_run_given_back_unstarted_is_assigned_again(
+    database_url: str, ledger: Ledger
+) -> None:
+    (run,) = await claim(ledger, task())
+    async with running_region(database_url) as region, connected(region, "w1") as worker:
+        await region.delegate([run])
+        (assignment,) = await worker.assigned(1)
+        refusal = region_pb2.RunResult(
+            run=assignment.run,
+            state=RUN_STATES[RunState.FAILED],
+            error="not started: no free slot",
+            finished_at=timestamp(datetime.now(UTC)),
+        )
+        await worker.send(
+            region_pb2.WorkerMessage(results=region_pb2.RunResults(results=[refusal]))
+        )
+        again = (await worker.assigned(2))[1]
+        assert again.run == assignment.run
+        await worker.wait_for(lambda m: m.WhichOneof("body") == "ack")
+        assert worker.acked() == {assignment.run.run_id}
+        await run_state(ledger, run.run_id, RunState.ASSIGNED)

@@ -1,0 +1,130 @@
+"""The batched ledger writer against an in-memory transition store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from taskmesh.common.errors import LedgerUnavailableError
+from taskmesh.common.model import RunState, Transition, TransitionOutcome
+from taskmesh.region.ledger_writer import LedgerWriter
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class MemoryStore:
+    """Records each batch; can be held, made unavailable, or poisoned by an error text."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Transition]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.outages = 0
+        self.calls = 0
+
+    async def record_transitions(
+        self, items: Sequence[Transition], *, lost_retry_limit: int
+    ) -> list[TransitionOutcome]:
+        self.calls += 1
+        await self.gate.wait()
+        if self.outages:
+            self.outages -= 1
+            raise LedgerUnavailableError("down")
+        if any(item.error == "poison" for item in items):
+            raise ValueError("the ledger cannot store this")
+        self.batches.append(list(items))
+        return [TransitionOutcome(item, current_state=item.target) for item in items]
+
+
+def transition(error: str | None = None) -> Transition:
+    return Transition(uuid4(), 1, RunState.RUNNING, NOW, error=error)
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+async def writer(store: MemoryStore) -> AsyncIterator[LedgerWriter]:
+    writer = LedgerWriter(store, lost_retry_limit=3)
+    task = asyncio.create_task(writer.run())
+    yield writer
+    writer.stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_what_accumulates_during_a_write_goes_in_one_batch(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    store.gate.clear()
+    writer.record([transition()])
+    await asyncio.sleep(0.01)  # the first batch is in flight, held at the gate
+    later = [transition() for _ in range(3)]
+    for item in later:
+        writer.record([item])
+    assert writer.pending == 3
+    store.gate.set()
+    await writer.flush()
+    assert [len(batch) for batch in store.batches] == [1, 3]
+    assert store.batches[1] == later
+
+
+async def test_callbacks_run_only_after_the_commit(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    store.gate.clear()
+    heard: list[list[TransitionOutcome]] = []
+    items = [transition(), transition()]
+    writer.record(items, heard.append)
+    await asyncio.sleep(0.05)
+    assert heard == []
+    store.gate.set()
+    await writer.flush()
+    assert [[o.transition for o in outcomes] for outcomes in heard] == [items]
+
+
+async def test_an_outage_is_retried_without_dropping_anything(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    store.outages = 3
+    heard: list[list[TransitionOutcome]] = []
+    items = [transition() for _ in range(5)]
+    for item in items:
+        writer.record([item], heard.append)
+    await asyncio.wait_for(writer.flush(), 5)
+    assert store.calls >= 4
+    assert [item for batch in store.batches for item in batch] == items
+    assert len(heard) == 5
+    assert writer.ledger_available
+
+
+async def test_a_rejected_ticket_is_isolated_from_the_rest_of_its_batch(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    store.gate.clear()
+    writer.record([transition()])
+    await asyncio.sleep(0.01)
+    good = transition()
+    writer.record([good])
+    poisoned = asyncio.ensure_future(writer.write([transition("poison")]))
+    also_good = asyncio.ensure_future(writer.write([transition()]))
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    assert len(await also_good) == 1
+    with pytest.raises(ValueError, match="cannot store"):
+        await poisoned
+    assert good in [item for batch in store.batches for item in batch]
+
+
+async def test_stop_returns_once_everything_recorded_is_written(store: MemoryStore) -> None:
+    writer = LedgerWriter(store, lost_retry_limit=3, max_batch=2)
+    for _ in range(5):
+        writer.record([transition()])
+    writer.stop()
+    await asyncio.wait_for(writer.run(), 5)
+    assert [len(batch) for batch in store.batches] == [2, 2, 1]
