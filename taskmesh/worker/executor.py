@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,17 +67,26 @@ class OutputTail:
         return self._buffer.decode("utf-8", errors="replace")
 
 
-async def execute(execution: Execution, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> Outcome:
+async def execute(
+    execution: Execution,
+    output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    *,
+    on_start: Callable[[datetime], None] | None = None,
+) -> Outcome:
     """Run ``execution`` to its end, its timeout, or the caller's cancellation.
 
-    Cancellation kills the process group and re-raises ``CancelledError`` after the group is
-    gone, so a cancelled run never leaves a process behind.
+    ``on_start`` is called with the start time once the process exists (at once for ``noop``);
+    it is not called when the command cannot be started. Cancellation kills the process group
+    and re-raises ``CancelledError`` after the group is gone, so a cancelled run never leaves a
+    process behind.
     """
     started_at = _now()
+    started = _StartListener(on_start, started_at)
     if execution.executor is Executor.NOOP:
+        started.notify()
         return Outcome(RunState.SUCCEEDED, started_at, _now(), exit_code=0)
     try:
-        process = await _spawn(execution)
+        process = await _start(execution, started)
     except OSError as exc:
         return Outcome(RunState.FAILED, started_at, _now(), error=f"cannot start command: {exc}")
     tail = OutputTail(output_limit)
@@ -113,6 +123,41 @@ def _finished(exit_code: int, started_at: datetime, tail: OutputTail) -> Outcome
     if exit_code < 0:
         error = f"killed by signal {signal.Signals(-exit_code).name}"
     return Outcome(RunState.FAILED, started_at, _now(), exit_code, tail.text(), error)
+
+
+@dataclass(frozen=True, slots=True)
+class _StartListener:
+    """The caller's ``on_start``, told once a process exists."""
+
+    on_start: Callable[[datetime], None] | None
+    started_at: datetime
+
+    def notify(self) -> None:
+        """Tell the caller the process started."""
+        if self.on_start is not None:
+            self.on_start(self.started_at)
+
+
+async def _start(execution: Execution, started: _StartListener) -> asyncio.subprocess.Process:
+    """Spawn the command; a cancel during the spawn kills the new process group, then re-raises.
+
+    Cancelled inside ``create_subprocess_exec``, asyncio kills only the leader and then waits
+    for the output pipe, which a child of the leader keeps open: the child would be left behind
+    and the cancel would hang until it exits. A process that existed, however briefly, is
+    reported as started either way.
+    """
+    spawning = asyncio.ensure_future(_spawn(execution))
+    try:
+        process = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            process = await spawning
+            started.notify()
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        raise
+    started.notify()
+    return process
 
 
 async def _spawn(execution: Execution) -> asyncio.subprocess.Process:

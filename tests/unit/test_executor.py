@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -122,3 +122,43 @@ async def test_signal_death_is_reported_by_name() -> None:
     outcome = await execute(shell("kill -TERM $$"))
     assert outcome.state is RunState.FAILED
     assert outcome.error == "killed by signal SIGTERM"
+
+
+async def test_on_start_is_called_once_the_process_exists() -> None:
+    starts: list[datetime] = []
+    outcome = await execute(shell("echo hi"), on_start=starts.append)
+    assert starts == [outcome.started_at]
+
+
+async def test_on_start_is_not_called_when_the_command_cannot_start() -> None:
+    starts: list[datetime] = []
+    outcome = await execute(
+        Execution(Executor.EXEC, "/nonexistent/program"), on_start=starts.append
+    )
+    assert outcome.state is RunState.FAILED
+    assert starts == []
+
+
+def processes_running(argument: str) -> list[int]:
+    """Live processes with ``argument`` in their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in argv and pid_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("delay", [0, 0.001, 0.005])
+async def test_a_cancel_while_the_process_spawns_leaves_nothing_behind(delay: float) -> None:
+    marker = f"61.{time.monotonic_ns() % 10**9}"  # a unique sleep length to find its process
+    task = asyncio.create_task(execute(shell(f"sleep {marker}; true")))
+    await asyncio.sleep(delay)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    await asyncio.sleep(0.1)
+    assert processes_running(marker) == []

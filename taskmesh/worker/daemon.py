@@ -1,0 +1,184 @@
+"""The worker daemon: startup → main loop → shutdown, in the manner of uvicorn's server.
+
+``Worker.run()`` starts the health endpoint, opens the slot pool and keeps the region link up
+until ``stop()`` (which only sets an event). Then it drains: it announces ``draining``, lets
+running commands finish within the shutdown timeout, stops what is left (each reported FAILED
+with "worker shut down ..."), waits a little for the region to ack every result, and returns.
+Signals are not handled here but in the entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from taskmesh.common.topology import Address
+from taskmesh.worker.backoff import Backoff
+from taskmesh.worker.foreman import Foreman
+from taskmesh.worker.health import HealthServer
+from taskmesh.worker.outbox import Outbox
+from taskmesh.worker.region_link import LinkState, RegionLink
+from taskmesh.worker.settings import WorkerSettings
+from taskmesh.worker.slots import SlotPool, Stop, StopKind
+
+logger = logging.getLogger(__name__)
+
+LINK_CLOSE_TIMEOUT = timedelta(seconds=5)
+
+
+class Worker:
+    """One worker process: executes its region's assignments in slots and reports back."""
+
+    def __init__(self, settings: WorkerSettings, *, backoff: Backoff | None = None) -> None:
+        self.settings = settings
+        self.outbox = Outbox()
+        self.slots = SlotPool(
+            settings.slots,
+            on_start=lambda assignment, at: self.link.report_started(assignment.key, at),
+            on_finish=lambda assignment, result: self.foreman.record(result),
+            output_limit=settings.output_limit,
+        )
+        self.foreman = Foreman(
+            settings,
+            self.slots,
+            self.outbox,
+            wake=self._results_ready,
+            drain=self._drain_requested,
+        )
+        self.link = RegionLink(
+            settings.region_address,
+            self.foreman,
+            self.outbox,
+            heartbeat_interval=settings.heartbeat_interval,
+            backoff=backoff,
+        )
+        self._health = HealthServer(settings.http, self.status)
+        self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._stop_reason = "stop requested"
+        self._grace = settings.shutdown_timeout
+
+    @property
+    def worker_id(self) -> str:
+        """The id this worker registers under."""
+        return self.settings.worker_id
+
+    @property
+    def http_address(self) -> Address:
+        """The address the health endpoint actually listens on (known once ``run`` started)."""
+        return self.settings.http.with_port(self._health.port)
+
+    @property
+    def draining(self) -> bool:
+        """True once the worker stopped taking work."""
+        return self._stopping.is_set()
+
+    def stop(
+        self, reason: str = "stop requested", *, force: bool = False, grace: timedelta | None = None
+    ) -> None:
+        """Ask ``run`` to drain and return; ``force`` skips waiting for runs and acks."""
+        if not self._stopping.is_set():
+            self._stop_reason = reason
+            self._grace = min(grace, self._grace) if grace is not None else self._grace
+            self.foreman.draining = True
+            self._stopping.set()
+        if force:
+            self._forced.set()
+
+    async def run(self, on_ready: Callable[[Worker], None] | None = None) -> None:
+        """Serve until ``stop``, then drain within the shutdown timeout and return.
+
+        ``on_ready`` is called once the HTTP endpoint is bound (``http_address`` is known) and
+        the region link is starting; the region need not be reachable yet.
+        """
+        await self._health.start()
+        logger.info(
+            "worker %s: %d slots, region %s at %s",
+            self.worker_id,
+            self.settings.slots,
+            self.settings.region,
+            self.settings.region_address,
+        )
+        try:
+            async with self.slots, asyncio.TaskGroup() as tasks:
+                link = tasks.create_task(self.link.run(), name="region-link")
+                if on_ready is not None:
+                    on_ready(self)
+                await self._stopping.wait()
+                await self._drain()
+                await self._close_link(link)
+        finally:
+            await self._health.stop()
+        logger.info("worker %s stopped", self.worker_id)
+
+    def status(self) -> dict[str, object]:
+        """What ``/readyz`` shows: link, slots, outbox, last outcome, and whether it is ready."""
+        connected = self.link.state is LinkState.CONNECTED
+        return {
+            "ready": connected and not self.draining,
+            "worker_id": self.worker_id,
+            "region": self.settings.region,
+            "link": self.link.state.value,
+            "draining": self.draining,
+            "slots": {"total": self.slots.total, "in_use": self.slots.in_use},
+            "outbox": len(self.outbox),
+            "last_outcome": self.foreman.last_outcome(),
+        }
+
+    def _results_ready(self) -> None:
+        """New results are in the outbox: have the link write them."""
+        self.link.wake()
+
+    def _drain_requested(self, reason: str, grace: timedelta | None) -> None:
+        """The region asked this worker to drain."""
+        self.stop(f"the region asked to drain: {reason or 'no reason given'}", grace=grace)
+
+    async def _drain(self) -> None:
+        """Stop taking work, let runs finish within the grace, stop the rest, flush results."""
+        grace = self._grace
+        logger.info(
+            "draining (%s): %d runs running, waiting up to %s",
+            self._stop_reason,
+            self.slots.in_use,
+            grace,
+        )
+        self.link.announce_draining(self._stop_reason, grace)
+        if not await self._within(self.slots.wait_idle(), grace):
+            reason = f"worker shut down ({self._stop_reason}) before the run finished"
+            count = self.slots.stop_all(Stop(StopKind.SHUTDOWN, reason))
+            why = "stop forced" if self._forced.is_set() else f"shutdown timeout of {grace} over"
+            logger.warning("stopping %d runs still running (%s)", count, why)
+            await self.slots.wait_idle()
+        if not await self._within(self.outbox.wait_empty(), self.settings.flush_timeout):
+            self._report_unacked()
+
+    async def _within(self, waiter: Awaitable[None], bound: timedelta) -> bool:
+        """Wait for ``waiter`` up to ``bound`` or a forced stop; True if it completed."""
+        done_task = asyncio.ensure_future(waiter)
+        forced = asyncio.create_task(self._forced.wait())
+        try:
+            await asyncio.wait(
+                (done_task, forced),
+                timeout=bound.total_seconds(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            done_task.cancel()
+            forced.cancel()
+        return done_task.done() and not done_task.cancelled()
+
+    def _report_unacked(self) -> None:
+        """Name every result the region never acknowledged: they are lost with this process."""
+        for key in self.outbox.keys:
+            logger.error("the result of run %s was never acknowledged by the region", key)
+
+    async def _close_link(self, link: asyncio.Task[None]) -> None:
+        """Half-close the stream and stop the link; cancel it if it does not stop in time."""
+        self.link.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINK_CLOSE_TIMEOUT.total_seconds()):
+                await asyncio.shield(link)
+        link.cancel()

@@ -1,0 +1,73 @@
+"""What one worker process needs to know, resolved once from the topology and its flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from taskmesh.common.errors import ConfigError
+from taskmesh.common.model import Executor
+from taskmesh.common.topology import Address, Topology
+from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT
+
+
+def default_worker_id() -> str:
+    """``hostname-pid``: unique among the workers of a host, stable for the process's life."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """One worker: its identity, its region, its capacity and its time bounds."""
+
+    region: str
+    region_address: str  # host:port of the region's gRPC listener, as bound
+    worker_id: str = field(default_factory=default_worker_id)
+    slots: int = 4
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    executors: tuple[Executor, ...] = tuple(Executor)
+    heartbeat_interval: timedelta = timedelta(seconds=1)  # until the region's welcome says
+    http: Address = field(default_factory=lambda: Address("127.0.0.1", 0))
+    shutdown_timeout: timedelta = timedelta(seconds=30)  # for running commands to finish
+    flush_timeout: timedelta = timedelta(seconds=5)  # then for the region to ack the results
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+
+    @classmethod
+    def from_topology(
+        cls,
+        topology: Topology,
+        region: str,
+        *,
+        slots: int | None = None,
+        worker_id: str | None = None,
+        region_address: Address | None = None,
+        http: Address | None = None,
+    ) -> WorkerSettings:
+        """The settings of a worker of ``region``; each given argument overrides the topology."""
+        config = topology.region(region)
+        pool = config.workers
+        address = region_address or config.grpc
+        if address.picks_free_port:
+            raise ConfigError(
+                [
+                    f"regions.{region}.grpc: port 0 is picked when the region starts; pass the "
+                    "address it bound with --region-address HOST:PORT"
+                ],
+                topology.source,
+            )
+        if slots is not None and slots < 1:
+            raise ConfigError([f"--slots: expected a positive number, got {slots}"])
+        return cls(
+            region=region,
+            region_address=str(address),
+            worker_id=worker_id or default_worker_id(),
+            slots=pool.slots if slots is None else slots,
+            labels=pool.labels,
+            heartbeat_interval=pool.heartbeat_interval,
+            http=http or pool.http,
+            shutdown_timeout=pool.shutdown_timeout,
+        )
