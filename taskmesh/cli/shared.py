@@ -1,0 +1,83 @@
+"""What every ``taskmesh`` subcommand shares: exit statuses, handler type, finding the cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskmesh.common.errors import TaskmeshError
+
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+STATE_FILE_VARIABLE = "TASKMESH_STATE_FILE"
+MASTER_VARIABLE = "TASKMESH_MASTER"
+
+Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+def default_state_file(env: Mapping[str, str]) -> Path:
+    """Where `taskmesh up` writes the cluster's addresses: ``$XDG_STATE_HOME/taskmesh``."""
+    if env.get(STATE_FILE_VARIABLE):
+        return Path(env[STATE_FILE_VARIABLE])
+    state_home = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")) / ".local/state")
+    return Path(state_home).expanduser() / "taskmesh" / "cluster.json"
+
+
+def add_master_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say where the master is."""
+    parser.add_argument(
+        "--master",
+        metavar="HOST:PORT",
+        help=f"master gRPC address (default: ${MASTER_VARIABLE}, else the state file of "
+        "a running `taskmesh up`)",
+    )
+    parser.add_argument("--state-file", type=Path, help="state file written by `taskmesh up`")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The state a running `taskmesh up` wrote; a clear error when there is none."""
+    import json  # noqa: PLC0415 - only the commands that need it pay for it
+
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TaskmeshError(
+            f"no running cluster found (no state file at {path}); start one with "
+            "`taskmesh up`, or give the master's address with --master HOST:PORT"
+        ) from None
+    pid = state.get("supervisor_pid")
+    if isinstance(pid, int) and not _alive(pid):
+        raise TaskmeshError(
+            f"the cluster recorded in {path} is not running (its supervisor, pid {pid}, "
+            "is gone); start one with `taskmesh up`"
+        )
+    return state
+
+
+def master_address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """--master, then $TASKMESH_MASTER, then the running cluster's state file."""
+    if args.master:
+        return str(args.master)
+    if env.get(MASTER_VARIABLE):
+        return env[MASTER_VARIABLE]
+    state = read_state(args.state_file or default_state_file(env))
+    return str(state["master"]["grpc"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

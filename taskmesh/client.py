@@ -1,0 +1,206 @@
+"""The Python client: submit and follow tasks on a taskmesh master over gRPC.
+
+    from taskmesh.client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        task = client.submit("echo hello", name="hello")
+        info = client.wait(task.id, timeout=30)
+        print(info.latest_run.state, info.latest_run.output_tail)
+
+Every failure is a ``taskmesh.common.errors.TaskmeshError``: ``ValidationError`` (with the
+offending ``field``), ``NotFoundError``, ``ConflictError``, ``OverloadedError`` (with
+``retry_after``), ``UnavailableError`` when the master cannot be reached.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self, TypeVar
+from uuid import UUID
+
+import grpc
+
+from taskmesh.common import model
+from taskmesh.common.errors import UnavailableError, ValidationError
+from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
+from taskmesh.common.rpc.cluster import region_from_proto
+from taskmesh.common.rpc.runs import run_from_proto
+from taskmesh.common.rpc.status import error_from_rpc
+from taskmesh.common.rpc.tasks import task_from_proto, task_spec_to_proto, task_status_from_proto
+from taskmesh.common.rpc.values import RUN_STATES
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The answer to a submission: the task, its first run, and whether it already existed."""
+
+    task: model.Task
+    first_run: model.Run | None
+    deduplicated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A task with its runs, newest attempt first."""
+
+    task: model.Task
+    runs: tuple[model.Run, ...] = field(default=())
+
+    @property
+    def latest_run(self) -> model.Run | None:
+        """The newest attempt, or None while a schedule has produced no run."""
+        return self.runs[0] if self.runs else None
+
+    @property
+    def finished(self) -> bool:
+        """True when the newest attempt is terminal (a retry would be a newer attempt)."""
+        latest = self.latest_run
+        return latest is not None and latest.state.is_terminal
+
+
+class Client:
+    """A synchronous client of the master's ``Scheduler`` service."""
+
+    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; the client cannot be used afterwards."""
+        self._channel.close()
+
+    def submit(
+        self,
+        command: str,
+        *,
+        name: str | None = None,
+        executor: model.Executor = model.Executor.SHELL,
+        args: Sequence[str] = (),
+        at: datetime | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        priority: int = model.DEFAULT_PRIORITY,
+        region: str | None = None,
+        kind: str = model.DEFAULT_KIND,
+        timeout: timedelta | None = None,
+        dependencies: Iterable[UUID] = (),
+        idempotency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> model.Task:
+        """Submit a command; returns the stored task (the first one for a repeated key)."""
+        schedule: model.Schedule | None = None
+        if at is not None and cron is not None:
+            raise ValidationError("schedule", "give either 'at' or 'cron', not both")
+        if at is not None:
+            schedule = model.AtSchedule(at)
+        elif cron is not None:
+            schedule = model.CronSchedule(cron, timezone)
+        spec = model.TaskSpec(
+            name=name or _default_name(command),
+            command=command,
+            executor=executor,
+            args=tuple(args),
+            description=description,
+            schedule=schedule,
+            priority=priority,
+            region=region,
+            kind=kind,
+            timeout=timeout,
+            dependencies=tuple(dependencies),
+            idempotency_key=idempotency_key,
+            labels=dict(labels or {}),
+        )
+        return self.submit_spec(spec).task
+
+    def submit_spec(self, spec: model.TaskSpec) -> Submitted:
+        """Submit a full task definition."""
+        request = scheduler_pb2.SubmitRequest(spec=task_spec_to_proto(spec))
+        response = self._call(self._stub.Submit, request)
+        first_run = run_from_proto(response.first_run) if response.HasField("first_run") else None
+        return Submitted(task_from_proto(response.task), first_run, response.deduplicated)
+
+    def get(self, task_id: UUID | str, *, run_limit: int = 20) -> TaskInfo:
+        """A task and its newest runs."""
+        request = scheduler_pb2.GetTaskRequest(task_id=str(task_id), run_limit=run_limit)
+        response = self._call(self._stub.GetTask, request)
+        runs = tuple(run_from_proto(run) for run in response.runs)
+        return TaskInfo(task_from_proto(response.task), runs)
+
+    def list(
+        self,
+        *,
+        states: Iterable[model.RunState] = (),
+        region: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[model.TaskStatus]:
+        """Tasks with their latest run, newest first, filtered by run state and region."""
+        request = scheduler_pb2.ListTasksRequest(
+            states=[RUN_STATES[state] for state in states], region=region, limit=limit
+        )
+        response = self._call(self._stub.ListTasks, request)
+        return [task_status_from_proto(status) for status in response.tasks]
+
+    def cancel(self, task_id: UUID | str, reason: str = "") -> builtins.list[str]:
+        """Cancel a task's unfinished runs; returns the cancelled run ids."""
+        request = scheduler_pb2.CancelRequest(task_id=str(task_id), reason=reason)
+        return list(self._call(self._stub.Cancel, request).cancelled_run_ids)
+
+    def set_priority(self, task_id: UUID | str, priority: int) -> builtins.list[str]:
+        """Change the priority of a task's waiting runs; returns the affected run ids."""
+        request = scheduler_pb2.SetPriorityRequest(task_id=str(task_id), priority=priority)
+        return list(self._call(self._stub.SetPriority, request).run_ids)
+
+    def regions(self) -> builtins.list[model.Region]:
+        """Every region as the master sees it."""
+        response = self._call(self._stub.GetCluster, scheduler_pb2.GetClusterRequest())
+        return [region_from_proto(region) for region in response.regions]
+
+    def wait(self, task_id: UUID | str, timeout: float, *, poll: float = 0.1) -> TaskInfo:
+        """Block until the task's newest attempt is terminal; ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.get(task_id)
+            if info.finished:
+                return info
+            if time.monotonic() >= deadline:
+                state = info.latest_run.state if info.latest_run else "no run yet"
+                raise TimeoutError(f"task {task_id} not finished after {timeout}s ({state})")
+            time.sleep(poll)
+
+    def _call(
+        self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+    ) -> _Response:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        except ValueError as error:  # a closed channel
+            raise UnavailableError(f"client for {self.address} is closed") from error
+
+
+def _default_name(command: str) -> str:
+    """A task name taken from the command's first word (empty for an empty command)."""
+    words = command.split(maxsplit=1)
+    return words[0] if words else ""

@@ -1,0 +1,228 @@
+"""The three tiers end to end: real master, two regions, four workers, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from e2e_harness import RunningCluster
+
+from taskmesh.client import Client, TaskInfo
+from taskmesh.common.model import RunState
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def wait_all(client: Client, task_ids: list[str], timeout: float = 120.0) -> list[TaskInfo]:
+    """Every task's final state, polling until all are terminal."""
+    pending = set(task_ids)
+    finished: dict[str, TaskInfo] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for task_id in list(pending):
+            info = client.get(task_id)
+            if info.finished:
+                finished[task_id] = info
+                pending.discard(task_id)
+        assert time.monotonic() < deadline, f"{len(pending)} tasks unfinished after {timeout}s"
+        time.sleep(0.2)
+    return [finished[task_id] for task_id in task_ids]
+
+
+def test_500_mixed_tasks_all_succeed_in_their_regions(cluster: RunningCluster) -> None:
+    rng = random.Random(500)
+    regions = ["eu", "us", None]
+    with cluster.client() as client:
+        submitted = [
+            (
+                client.submit(
+                    "true", name=f"bulk-{i}", priority=rng.randint(-5, 5), region=regions[i % 3]
+                ),
+                regions[i % 3],
+            )
+            for i in range(500)
+        ]
+        infos = wait_all(client, [str(task.id) for task, _ in submitted])
+    for (task, region), info in zip(submitted, infos, strict=True):
+        run = info.latest_run
+        assert run is not None
+        assert run.state is RunState.SUCCEEDED, (task.id, run)
+        assert run.attempt == 1
+        assert run.region in {"eu", "us"}
+        if region is not None:
+            assert run.region == region
+        assert run.worker_id is not None
+        assert run.worker_id.startswith(f"worker-{run.region}-")
+
+
+def test_saturated_region_assigns_higher_priority_first(cluster: RunningCluster) -> None:
+    with cluster.client() as client:
+        # Fill all 8 slots of eu (2 workers x 4 slots) so new work has to queue.
+        blockers = [client.submit("sleep 3", name=f"blocker-{i}", region="eu") for i in range(8)]
+        eventually(
+            lambda: all(client.get(t.id).latest_run.state is RunState.RUNNING for t in blockers),
+            what="blockers running",
+        )
+        low, high = [], []
+        for i in range(10):  # interleaved, low first: submission order must not win
+            low.append(client.submit("true", name=f"low-{i}", priority=0, region="eu"))
+            high.append(client.submit("true", name=f"high-{i}", priority=10, region="eu"))
+        low_runs = [info.latest_run for info in wait_all(client, [str(t.id) for t in low])]
+        high_runs = [info.latest_run for info in wait_all(client, [str(t.id) for t in high])]
+    assert all(run is not None and run.state is RunState.SUCCEEDED for run in low_runs + high_runs)
+    last_high = max(run.assigned_at for run in high_runs if run and run.assigned_at)
+    first_low = min(run.assigned_at for run in low_runs if run and run.assigned_at)
+    assert last_high <= first_low
+
+
+def test_rest_schedule_reaches_picked_started_completed(cluster: RunningCluster) -> None:
+    body = {"command": "echo classic", "scheduled_at": datetime.now(UTC).isoformat()}
+    request = urllib.request.Request(
+        f"{cluster.rest}/schedule", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        scheduled = json.load(response)
+    assert scheduled["command"] == "echo classic"
+    assert isinstance(scheduled["scheduled_at"], int)
+
+    def completed() -> dict[str, object] | None:
+        url = f"{cluster.rest}/status?task_id={scheduled['task_id']}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status: dict[str, object] = json.load(response)
+        return status if "completed_at" in status else None
+
+    status = eventually(completed, what="completed_at")
+    assert "failed_at" not in status
+    picked, started, done = status["picked_at"], status["started_at"], status["completed_at"]
+    assert isinstance(picked, int)
+    assert isinstance(started, int)
+    assert isinstance(done, int)
+    assert scheduled["scheduled_at"] <= picked <= started <= done
+
+
+def test_killed_worker_run_is_lost_then_finished_by_another_attempt(
+    cluster: RunningCluster,
+) -> None:
+    with cluster.client() as client:
+        task = client.submit("sleep 5; echo survived", name="victim", region="eu")
+        running = eventually(
+            lambda: (
+                (run := client.get(task.id).latest_run) and run.state is RunState.RUNNING and run
+            ),
+            what="the task running",
+        )
+        assert running.worker_id is not None
+        os.kill(cluster.worker_pid(running.worker_id), signal.SIGKILL)
+        info = client.wait(task.id, timeout=90)
+    attempts = sorted(info.runs, key=lambda run: run.attempt)
+    assert [run.state for run in attempts] == [RunState.LOST, RunState.SUCCEEDED]
+    assert attempts[0].worker_id == running.worker_id
+    assert attempts[1].output_tail == "survived\n"
+
+
+def test_failing_command_ends_failed_and_is_not_rerun(cluster: RunningCluster) -> None:
+    with cluster.client() as client:
+        task = client.submit("echo oops; echo bad >&2; exit 7", name="failing")
+        info = client.wait(task.id, timeout=60)
+        time.sleep(1.0)  # long enough for a wrong retry to show up
+        info = client.get(task.id)
+    assert len(info.runs) == 1
+    run = info.runs[0]
+    assert run.state is RunState.FAILED
+    assert run.exit_code == 7
+    assert run.output_tail == "oops\nbad\n"
+    assert "7" in run.error
+
+
+def test_cli_submit_status_list_logs(cluster: RunningCluster) -> None:
+    def taskmesh(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    task_id = taskmesh("submit", "--name", "cli-hello", "--command", "echo hello cli").strip()
+    with cluster.client() as client:
+        client.wait(task_id, timeout=60)
+    status = taskmesh("status", task_id)
+    assert "succeeded" in status
+    assert "exit code 0" in status
+    assert json.loads(taskmesh("status", task_id, "--json"))["state"] == "succeeded"
+    assert task_id in taskmesh("list", "--state", "succeeded", "--limit", "1000")
+    assert taskmesh("logs", task_id) == "hello cli\n"
+
+
+def test_cli_reports_bad_input_naming_the_field(cluster: RunningCluster) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskmesh",
+            "submit",
+            "--command",
+            "true",
+            "--region",
+            "mars",
+            "--master",
+            cluster.master,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "region" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_cluster_prints_the_running_cluster(cluster: RunningCluster) -> None:
+    def taskmesh(*args: str) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "taskmesh",
+                "cluster",
+                "--state-file",
+                str(cluster.state_file),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert taskmesh("--rest").strip() == cluster.rest
+    listing = taskmesh()
+    assert cluster.master in listing
+    assert "worker-us-2" in listing
