@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from taskmesh.common.errors import TaskmeshError
+from taskmesh.common.readiness import READY_PREFIX, parse_ready_line
+from taskmesh.common.retry_policies import restart_delay
 from taskmesh.common.topology import Topology
 
 logger = logging.getLogger(__name__)
 
-READY_PREFIX = "READY "
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 40.0
-MAX_RESTART_BACKOFF = 10.0
 
 
 class ChildFailedError(TaskmeshError):
@@ -120,12 +120,6 @@ class Child:
             await self.wait()
 
 
-def parse_ready_line(line: str) -> dict[str, str]:
-    """``READY grpc=127.0.0.1:5 http=127.0.0.1:6`` → ``{"grpc": ..., "http": ...}``."""
-    items = (item.partition("=") for item in line[len(READY_PREFIX) :].split())
-    return {key: value for key, _, value in items}
-
-
 class LocalCluster:
     """Starts, supervises and stops every daemon of a topology on this machine."""
 
@@ -212,7 +206,7 @@ class LocalCluster:
             if self._stopping.is_set():
                 return
             child.restarts += 1
-            delay = min(MAX_RESTART_BACKOFF, 0.5 * 2 ** min(child.restarts, 5))
+            delay = restart_delay(child.restarts)
             logger.warning("%s exited with status %s; restarting in %.1fs", child.name, code, delay)
             await asyncio.sleep(delay)
             if self._stopping.is_set():

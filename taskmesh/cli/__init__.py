@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 
 from taskmesh import __version__
 from taskmesh.cli.cluster import add_cluster_commands
 from taskmesh.cli.daemons import add_daemon_commands
 from taskmesh.cli.db import add_db_commands, ledger_options
-from taskmesh.cli.shared import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Handler
 from taskmesh.cli.tasks import add_task_commands
-from taskmesh.common.errors import ConfigError, TaskmeshError
-from taskmesh.common.topology import format_problems
+from taskmesh.common.command_line import EXIT_INTERRUPTED, EXIT_USAGE, Handler, exit_status
 
 __all__ = ["build_parser", "ledger_options", "main", "run_handler"]
 
@@ -38,13 +35,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def run_handler(handler: Handler, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Call ``handler``, mapping expected errors to exit statuses and messages on stderr."""
     try:
-        return handler(args, env)
-    except ConfigError as error:
-        print(format_problems(error), file=sys.stderr)
-        return EXIT_USAGE
-    except TaskmeshError as error:
-        print(f"taskmesh: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_status(handler, args, env, program="taskmesh")
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

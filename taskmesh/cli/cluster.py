@@ -12,7 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskmesh.cli.shared import EXIT_OK, default_state_file, read_state
+from taskmesh.cli.shared import default_state_file, read_state
+from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.embedded_postgres import EmbeddedPostgres, default_base_dir
 from taskmesh.common.topology import LedgerConfig, Topology, load_topology
 from taskmesh.local_cluster import LocalCluster

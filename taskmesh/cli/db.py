@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskmesh.cli.shared import EXIT_OK
+from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.embedded_postgres import EmbeddedPostgres, default_base_dir
 from taskmesh.common.topology import DATABASE_URL_VARIABLE, load_topology
 

@@ -1,10 +1,10 @@
-"""What every ``taskmesh`` subcommand shares: exit statuses, handler type, finding the cluster."""
+"""What every ``taskmesh`` subcommand shares: the subparsers type, finding the running cluster."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,15 +13,8 @@ from taskmesh.common.errors import TaskmeshError
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
 STATE_FILE_VARIABLE = "TASKMESH_STATE_FILE"
 MASTER_VARIABLE = "TASKMESH_MASTER"
-
-Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 
 def default_state_file(env: Mapping[str, str]) -> Path:

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from taskmesh.cli.shared import EXIT_OK, add_master_options, master_address
+from taskmesh.cli.shared import add_master_options, master_address
 from taskmesh.client import Client, TaskInfo
 from taskmesh.common import model
+from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.errors import ValidationError
 from taskmesh.common.topology import parse_duration
 

@@ -1,1 +1,1 @@
-"""Shared by every tier: topology, ledger, wire contract, errors."""
+"""Shared by every tier: topology, ledger, wire contract, errors, retries, daemon plumbing."""

@@ -12,21 +12,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskmesh.common.errors import ConfigError, LedgerUnavailableError
-from taskmesh.common.topology import (
-    DATABASE_URL_VARIABLE,
-    Address,
-    InvalidValue,
-    Topology,
-    load_topology,
-    parse_address,
+from taskmesh.common.command_line import (
+    EXIT_OK,
+    add_database_url_option,
+    add_listen_options,
+    address_argument,
+    ledger_url,
 )
+from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.errors import ConfigError, LedgerUnavailableError
+from taskmesh.common.readiness import announce_ready
+from taskmesh.common.signals import two_stage_stop
+from taskmesh.common.topology import Address, Topology, load_topology, parse_address
 
 if TYPE_CHECKING:
     from taskmesh.common.ledger import Ledger
@@ -36,10 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FORCED = 1
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+EXIT_FORCED = 1  # a second signal stopped the master without draining
 
 
 async def serve_master(
@@ -60,7 +60,7 @@ async def serve_master(
     from taskmesh.master.daemon import Master  # noqa: PLC0415 (heavy; see the module docstring)
 
     stopping = asyncio.Event()
-    with _stop_signals(stopping):
+    async with _stop_signals(stopping):
         ledger = await _connect(database_url, stopping)
         if ledger is None:
             return
@@ -79,14 +79,14 @@ async def serve_master(
 async def _connect(url: str, stopping: asyncio.Event) -> Ledger | None:
     """The ledger, retried with backoff while unavailable; None if stopped first."""
     from taskmesh.common.ledger import Ledger  # noqa: PLC0415 (heavy; see the module docstring)
-    from taskmesh.master.retry_policies import ledger_backoff  # noqa: PLC0415
+    from taskmesh.common.retry_policies import ledger_backoff  # noqa: PLC0415
 
     backoff = ledger_backoff()
     while not stopping.is_set():
         try:
             return await Ledger.connect(url, application_name="taskmesh-master")
         except LedgerUnavailableError as error:
-            pause = backoff.next_pause()
+            pause = backoff.next_delay()
             log.warning("the ledger is unavailable, retrying in %.1fs: %s", pause, error)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
@@ -94,28 +94,16 @@ async def _connect(url: str, stopping: asyncio.Event) -> Ledger | None:
     return None
 
 
-@contextlib.contextmanager
-def _stop_signals(stopping: asyncio.Event) -> Iterator[None]:
+def _stop_signals(stopping: asyncio.Event) -> AbstractAsyncContextManager[None]:
     """First SIGTERM/SIGINT sets ``stopping``; a second cancels the calling task."""
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
 
-    def on_signal() -> None:
-        """First signal: drain. Second: stop now."""
-        if stopping.is_set() and task is not None:
+    def force(_: signal.Signals) -> None:
+        """Stop now, without draining: ``run_master`` exits ``EXIT_FORCED``."""
+        if task is not None:
             task.cancel()
-        stopping.set()
 
-    installed = []
-    for number in STOP_SIGNALS:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(number, on_signal)
-            installed.append(number)
-    try:
-        yield
-    finally:
-        for number in installed:
-            loop.remove_signal_handler(number)
+    return two_stage_stop(lambda _: stopping.set(), force)
 
 
 def _address(value: Address | str | None) -> Address | None:
@@ -133,10 +121,7 @@ def register_cli(commands: Subcommands) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The master's command-line options."""
     parser.add_argument("--topology", type=Path, required=True, help="topology file")
-    parser.add_argument(
-        "--database-url",
-        help=f"ledger URL (default: ${DATABASE_URL_VARIABLE}, then the topology's ledger.url)",
-    )
+    add_database_url_option(parser)
     parser.add_argument(
         "--region",
         action="append",
@@ -145,31 +130,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=HOST:PORT",
         help="dial region NAME at HOST:PORT instead of its topology address (repeatable)",
     )
-    parser.add_argument(
-        "--grpc-address", type=_address_argument, help="gRPC listen address (default: topology)"
-    )
-    parser.add_argument(
-        "--http-address", type=_address_argument, help="HTTP listen address (default: topology)"
-    )
+    add_listen_options(parser)
 
 
 def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the master in the foreground; prints ``READY grpc=... http=...`` once serving."""
     topology = load_topology(args.topology, environ=env)
-    url = args.database_url or topology.ledger.url
-    if not url:
-        raise ConfigError(
-            [
-                "no ledger URL: pass --database-url, set "
-                f"{DATABASE_URL_VARIABLE} or ledger.url (`taskmesh db start` prints one)"
-            ],
-            str(args.topology),
-        )
+    url = ledger_url(args, topology)
     regions = dict(args.region)
     unknown = sorted(set(regions) - set(topology.region_names))
     if unknown:
         raise ConfigError([f"--region: no region {name!r} in the topology" for name in unknown])
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging()
     serving = serve_master(
         topology,
         url,
@@ -188,26 +160,7 @@ def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def announce(bound: BoundAddresses, env: Mapping[str, str]) -> None:
     """Print the READY line a supervisor waits for, and tell systemd when it runs us."""
-    print_ready(bound)
-    notify_systemd(env, "READY=1")
-
-
-def print_ready(bound: BoundAddresses) -> None:
-    """The one line a supervisor waits for on stdout."""
-    print(f"READY grpc={bound.grpc} http={bound.http}", flush=True)
-
-
-def notify_systemd(env: Mapping[str, str], state: str) -> None:
-    """Send ``state`` to ``$NOTIFY_SOCKET`` (sd_notify); a no-op outside systemd."""
-    path = env.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    address = "\0" + path[1:] if path.startswith("@") else path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(state.encode(), address)
-        except OSError as error:
-            log.warning("could not notify systemd: %s", error)
+    announce_ready(env, grpc=bound.grpc, http=bound.http)
 
 
 def _region_address(text: str) -> tuple[str, str]:
@@ -215,12 +168,4 @@ def _region_address(text: str) -> tuple[str, str]:
     name, equals, address = text.partition("=")
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
-    return name, str(_address_argument(address))
-
-
-def _address_argument(text: str) -> Address:
-    """``HOST:PORT`` as an ``Address``."""
-    try:
-        return parse_address(text)
-    except InvalidValue as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    return name, str(address_argument(address))

@@ -20,10 +20,10 @@ from uuid import UUID
 from taskmesh.common.errors import LedgerUnavailableError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import ClaimedRun
+from taskmesh.common.retry_policies import ledger_backoff
 from taskmesh.common.topology import MasterConfig
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
-from taskmesh.master.retry_policies import ledger_backoff
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Dispatcher:
         self._regions = regions
         self._clock = clock
         self._interval = config.dispatch_interval.total_seconds()
-        self._backoff = ledger_backoff(self._interval)
+        self._backoff = ledger_backoff(config.dispatch_interval)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._unreleased: list[RunKey] = []
@@ -98,7 +98,7 @@ class Dispatcher:
                 outcome = await self.dispatch_round()
             except LedgerUnavailableError as error:
                 log.warning("dispatcher: the ledger is unavailable, backing off: %s", error)
-                return self._backoff.next_pause(), False
+                return self._backoff.next_delay(), False
             self._backoff.reset()
             if outcome.full and outcome.accepted:
                 continue  # more may be due, and regions are taking them

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from taskmesh.common.errors import LedgerUnavailableError
 from taskmesh.common.ledger import Ledger
-from taskmesh.master.retry_policies import ledger_backoff
+from taskmesh.common.retry_policies import ledger_backoff
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DueListener:
             try:
                 await self._listen()
             except LedgerUnavailableError as error:
-                pause = self._backoff.next_pause()
+                pause = self._backoff.next_delay()
                 log.warning("due-run listener: %s; listening again in %.1fs", error, pause)
                 await asyncio.sleep(pause)
 

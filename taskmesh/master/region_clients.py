@@ -22,10 +22,10 @@ from pybreaker import STATE_CLOSED, CircuitBreaker, CircuitBreakerError
 
 from taskmesh.common.errors import NotFoundError
 from taskmesh.common.model import ClaimedRun
+from taskmesh.common.retry_policies import delegation_retrying
 from taskmesh.common.rpc import cluster_pb2, region_pb2, region_pb2_grpc
 from taskmesh.common.rpc.runs import claimed_run_to_proto
 from taskmesh.common.topology import MasterConfig, Topology
-from taskmesh.master.retry_policies import delegation_retrying
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)

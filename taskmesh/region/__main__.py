@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from taskmesh.common.errors import ConfigError, TaskmeshError
-from taskmesh.common.topology import format_problems
+from taskmesh.common.command_line import run_module
 from taskmesh.region.command import add_arguments, run_region
 
 
 def main() -> int:
     """Parse the options and run the region in the foreground."""
-    parser = argparse.ArgumentParser(prog="python -m taskmesh.region")
-    add_arguments(parser)
-    args = parser.parse_args()
-    try:
-        return run_region(args, os.environ)
-    except ConfigError as error:
-        print(format_problems(error), file=sys.stderr)
-        return 2
-    except TaskmeshError as error:
-        print(f"taskmesh region: {error}", file=sys.stderr)
-        return 1
+    return run_module("region", add_arguments, run_region, os.environ)
 
 
 if __name__ == "__main__":

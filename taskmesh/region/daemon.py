@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as grpc_health
 
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import RegionState
+from taskmesh.common.retry_policies import ledger_retrying
 from taskmesh.common.rpc import region_pb2_grpc
 from taskmesh.common.topology import Address, RegionConfig
 from taskmesh.region.assigner import Assigner
@@ -30,7 +31,6 @@ from taskmesh.region.handover import Handover
 from taskmesh.region.health import HealthServer
 from taskmesh.region.heartbeat import Heartbeat
 from taskmesh.region.ledger_writer import LedgerWriter
-from taskmesh.region.retry_policies import ledger_retrying
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.status import readiness, region_status
 from taskmesh.region.watchdog import WorkerWatchdog

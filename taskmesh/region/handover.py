@@ -18,9 +18,9 @@ from typing import Protocol
 from uuid import UUID
 
 from taskmesh.common.model import RegionState, TransitionOutcome
+from taskmesh.common.retry_policies import ledger_retrying
 from taskmesh.region import messages
 from taskmesh.region.heartbeat import Heartbeat
-from taskmesh.region.retry_policies import ledger_retrying
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.worker_sessions import WorkerSessions
 

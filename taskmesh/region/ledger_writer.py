@@ -19,7 +19,7 @@ from typing import Protocol
 
 from taskmesh.common.errors import LedgerUnavailableError
 from taskmesh.common.model import Transition, TransitionOutcome
-from taskmesh.region.retry_policies import ledger_retrying
+from taskmesh.common.retry_policies import ledger_retrying
 
 log = logging.getLogger(__name__)
 

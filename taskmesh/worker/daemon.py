@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.topology import Address
-from taskmesh.worker.backoff import Backoff
 from taskmesh.worker.foreman import Foreman
 from taskmesh.worker.health import HealthServer
 from taskmesh.worker.outbox import Outbox

@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
-import signal
-import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskmesh.common.topology import Address, InvalidValue, Topology, load_topology, parse_address
+from taskmesh.common.command_line import address_argument
+from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.readiness import announce_ready
+from taskmesh.common.signals import two_stage_stop
+from taskmesh.common.topology import Address, Topology, load_topology
 from taskmesh.worker.daemon import Worker
 from taskmesh.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
-
-logger = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def serve_worker(
@@ -61,31 +56,12 @@ async def serve_worker(
     if not handle_signals:
         await worker.run(on_ready)
         return
-    with _stop_on_signals(worker):
+    # The signal's name is the reason the worker gives its region for draining.
+    async with two_stage_stop(
+        lambda number: worker.stop(number.name),
+        lambda number: worker.stop(number.name, force=True),
+    ):
         await worker.run(on_ready)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(worker: Worker) -> Iterator[None]:
-    """First signal: drain. Second: stop at once. Handlers are removed on the way out."""
-    loop = asyncio.get_running_loop()
-    received: list[signal.Signals] = []
-
-    def on_signal(number: signal.Signals) -> None:
-        received.append(number)
-        if len(received) == 1:
-            logger.info("%s received: draining (send it again to stop at once)", number.name)
-        else:
-            logger.warning("%s received again: stopping at once", number.name)
-        worker.stop(number.name, force=len(received) > 1)
-
-    for number in STOP_SIGNALS:
-        loop.add_signal_handler(number, on_signal, number)
-    try:
-        yield
-    finally:
-        for number in STOP_SIGNALS:
-            loop.remove_signal_handler(number)
 
 
 def register_cli(commands: Subcommands) -> None:
@@ -101,13 +77,13 @@ def register_cli(commands: Subcommands) -> None:
     )
     parser.add_argument(
         "--region-address",
-        type=_address,
+        type=address_argument,
         metavar="HOST:PORT",
         help="the region's bound gRPC address (default: the topology's; required if its port is 0)",
     )
     parser.add_argument(
         "--http-address",
-        type=_address,
+        type=address_argument,
         metavar="HOST:PORT",
         help="/healthz and /readyz listener (default: the region's workers.http)",
     )
@@ -116,8 +92,7 @@ def register_cli(commands: Subcommands) -> None:
 
 def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The ``taskmesh worker`` handler: serve until a signal, then exit 0."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     topology = load_topology(args.topology, environ=env)
     asyncio.run(
         serve_worker(
@@ -135,21 +110,7 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def announce(worker: Worker, env: Mapping[str, str]) -> None:
     """Print the READY line a supervisor reads, and tell systemd when it runs us."""
-    print(f"READY http={worker.http_address}", flush=True)
-    notify_systemd(env, "READY=1")
-
-
-def notify_systemd(env: Mapping[str, str], state: str) -> None:
-    """Send ``state`` to ``$NOTIFY_SOCKET`` (sd_notify); a no-op outside systemd."""
-    path = env.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    address = "\0" + path[1:] if path.startswith("@") else path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(state.encode(), address)
-        except OSError as error:
-            logger.warning("could not notify systemd: %s", error)
+    announce_ready(env, http=worker.http_address)
 
 
 def _positive(text: str) -> int:
@@ -161,11 +122,3 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
-
-
-def _address(text: str) -> Address:
-    """An argparse type: ``host:port``."""
-    try:
-        return parse_address(text)
-    except InvalidValue as error:
-        raise argparse.ArgumentTypeError(str(error)) from None

@@ -7,8 +7,8 @@ gathered since the last write, then a heartbeat when one is due. After ``welcome
 outbox is re-sent. Starts gathered while no stream was up are dropped: ``register.running``
 names the runs still running, and a result carries its own ``started_at``.
 
-A dropped stream or an unreachable region is retried forever with ``Backoff``; the runs keep
-running meanwhile. ``close`` half-closes the stream (``done_writing``) and waits up to
+A dropped stream or an unreachable region is retried forever (``reconnect_backoff``); the runs
+keep running meanwhile. ``close`` half-closes the stream (``done_writing``) and waits up to
 ``CLOSE_GRACE`` for the region to end its side before the channel goes.
 """
 
@@ -24,8 +24,8 @@ from typing import Protocol
 
 import grpc
 
+from taskmesh.common.retry_policies import Backoff, reconnect_backoff
 from taskmesh.common.rpc import region_pb2, region_pb2_grpc
-from taskmesh.worker.backoff import Backoff
 from taskmesh.worker.messages import (
     RunKey,
     draining_message,
@@ -86,7 +86,7 @@ class RegionLink:
         self._outbox = outbox
         self._default_interval = heartbeat_interval.total_seconds()
         self._interval = self._default_interval
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or reconnect_backoff()
         self._welcome_timeout = welcome_timeout.total_seconds()
         self._started: list[tuple[RunKey, datetime]] = []
         self._draining: region_pb2.WorkerMessage | None = None

@@ -25,9 +25,9 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.rpc import region_pb2, region_pb2_grpc, run_pb2, task_pb2
 from taskmesh.common.topology import Address
-from taskmesh.worker.backoff import Backoff
 from taskmesh.worker.daemon import Worker
 from taskmesh.worker.region_link import LinkState
 from taskmesh.worker.settings import WorkerSettings

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 import pytest
 
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.topology import Address
-from taskmesh.master.command import notify_systemd, print_ready, register_cli, run_master
+from taskmesh.master.command import announce, register_cli, run_master
 from taskmesh.master.daemon import BoundAddresses
 
 TOPOLOGY = """
@@ -86,16 +85,5 @@ def test_a_region_route_must_name_a_topology_region(tmp_path: Path) -> None:
 
 def test_the_ready_line(capsys: pytest.CaptureFixture[str]) -> None:
     """One line with both bound addresses."""
-    print_ready(BoundAddresses(Address("127.0.0.1", 5), Address("::1", 6)))
+    announce(BoundAddresses(Address("127.0.0.1", 5), Address("::1", 6)), {})
     assert capsys.readouterr().out == "READY grpc=127.0.0.1:5 http=[::1]:6\n"
-
-
-def test_systemd_is_told_when_it_runs_the_master(tmp_path: Path) -> None:
-    """READY=1 goes to $NOTIFY_SOCKET; without the variable nothing is sent."""
-    path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
-        receiver.bind(str(path))
-        receiver.settimeout(5)
-        notify_systemd({}, "READY=1")
-        notify_systemd({"NOTIFY_SOCKET": str(path)}, "READY=1")
-        assert receiver.recv(64) == b"READY=1"

@@ -6,13 +6,12 @@ import argparse
 import os
 import socket
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from taskmesh.common.errors import ConfigError, NotFoundError
 from taskmesh.common.topology import Address, Topology, parse_topology
-from taskmesh.worker.entrypoint import notify_systemd, register_cli, run_worker_command
+from taskmesh.worker.entrypoint import register_cli, run_worker_command
 from taskmesh.worker.settings import WorkerSettings, default_worker_id
 
 
@@ -118,12 +117,3 @@ def test_bad_flags_are_usage_errors(flag: str, capsys: pytest.CaptureFixture[str
         parser().parse_args(["worker", "--region=eu", "--topology=t.yaml", flag])
     assert exit_request.value.code == 2
     assert flag.split("=", maxsplit=1)[0] in capsys.readouterr().err
-
-
-def test_systemd_is_notified_on_its_socket(tmp_path: Path) -> None:
-    path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(path))
-        notify_systemd({"NOTIFY_SOCKET": str(path)}, "READY=1")
-        assert listener.recv(100) == b"READY=1"
-    notify_systemd({}, "READY=1")  # outside systemd: nothing to do
