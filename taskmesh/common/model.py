@@ -337,6 +337,16 @@ class TaskStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RecurringTask:
+    """A cron or interval task and where its fires stand: what the materialiser plans from."""
+
+    task: Task
+    last_due_at: datetime | None = None  # the latest materialised fire time, None before any
+    unfinished: bool = False  # an attempt of the latest fire is not terminal yet
+    last_finished_at: datetime | None = None  # when the latest fire's last attempt ended
+
+
+@dataclass(frozen=True, slots=True)
 class Region:
     """A regional scheduler as the ledger knows it from its heartbeats."""
 

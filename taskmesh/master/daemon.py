@@ -2,9 +2,9 @@
 
 Startup opens the gRPC listener (``Scheduler`` and the standard health service) and the HTTP
 listener, then publishes SERVING. The main loop runs every background duty under one TaskGroup
-(``master-dispatcher``, ``master-reaper``, ``master-due-listener``) until ``stop()``. Shutdown
-publishes NOT_SERVING, stops claiming, lets the round in flight finish (within
-``shutdown_timeout``), then closes the listeners and the region channels.
+(``master-dispatcher``, ``master-reaper``, ``master-materialiser``, ``master-due-listener``)
+until ``stop()``. Shutdown publishes NOT_SERVING, stops claiming, lets the round in flight
+finish (within ``shutdown_timeout``), then closes the listeners and the region channels.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.dispatcher import Dispatcher
 from taskmesh.master.due_listener import DueListener
 from taskmesh.master.health import Health
+from taskmesh.master.materialiser import Materialiser
 from taskmesh.master.reaper import Reaper
 from taskmesh.master.region_clients import RegionClients
 from taskmesh.master.rest import RestApi
@@ -77,6 +78,7 @@ class Master:
         self.api = TaskApi(ledger, self.regions, topology, clock=clock)
         self.dispatcher = Dispatcher(ledger, self.regions, config, clock=clock)
         self.reaper = Reaper(ledger, self.regions, topology, clock=clock)
+        self.materialiser = Materialiser(ledger, self.regions, clock=clock)
         self._listener = DueListener(ledger, self.dispatcher.wake)
         self._scheduler = SchedulerService(
             self.api, ledger, self.regions, self._stopping, clock=clock
@@ -122,6 +124,7 @@ class Master:
             draining = [
                 duties.create_task(self.dispatcher.run(), name="master-dispatcher"),
                 duties.create_task(self.reaper.run(), name="master-reaper"),
+                duties.create_task(self.materialiser.run(), name="master-materialiser"),
             ]
             listener = duties.create_task(self._listener.run(), name="master-due-listener")
             await self._stopping.wait()
@@ -130,6 +133,7 @@ class Master:
             listener.cancel()
             self.dispatcher.stop()
             self.reaper.stop()
+            self.materialiser.stop()
             await self._drain(draining)
 
     async def shutdown(self) -> None:

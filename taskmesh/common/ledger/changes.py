@@ -82,6 +82,15 @@ LOCK_BY_TASK = text(f"""
     FOR UPDATE OF r
 """)
 
+LOCK_EARLIER_FIRES = text(f"""
+    SELECT {LOCKED_COLUMNS}
+    FROM runs AS r JOIN tasks AS t ON t.id = r.task_id
+    WHERE r.task_id = :task_id AND r.state = ANY(CAST(:states AS text[]))
+      AND r.due_at < CAST(:before AS timestamptz)
+    ORDER BY r.id
+    FOR UPDATE OF r
+""")
+
 LOCK_BY_REGION = text(f"""
     SELECT {LOCKED_COLUMNS}
     FROM runs AS r JOIN tasks AS t ON t.id = r.task_id

@@ -66,10 +66,31 @@ async def _nothing_to_cancel(connection: AsyncConnection, task_id: UUID) -> Conf
     )
 
 
-def _cancelled(item: Locked, now: datetime) -> Change:
+def _cancelled(item: Locked, now: datetime, cause: str) -> Change:
     """The change that cancels a blocked or pending attempt."""
     after = replace(item.run, state=RunState.CANCELLED, finished_at=now, error="cancelled")
-    return Change(item, after, now, {"cause": "cancel_task"})
+    return Change(item, after, now, {"cause": cause})
+
+
+async def cancel_locked(
+    connection: AsyncConnection,
+    task_id: UUID,
+    locked: dict[UUID, Locked],
+    now: datetime,
+    jitter: retries.Jitter,
+    *,
+    cause: str,
+) -> Cancellation:
+    """Cancel the locked blocked/pending attempts; return the locked in-flight ones to forward."""
+    here = [
+        _cancelled(item, now, cause) for item in locked.values() if item.run.state in CANCELLED_HERE
+    ]
+    written = await transitions.apply(connection, [here])
+    cancelled = list(written[0].values()) if written else []
+    ended = [(locked[run.id], run) for run in cancelled]
+    await transitions.settle(connection, ended, jitter, lost_retry_limit=0)
+    to_forward = [item.run for item in locked.values() if item.run.state in IN_FLIGHT_STATES]
+    return Cancellation(task_id, _by_due(cancelled), _by_due(to_forward))
 
 
 async def cancel_task(
@@ -80,13 +101,7 @@ async def cancel_task(
     locked = await lock(connection, LOCK_BY_TASK, task_id=task_id, states=states)
     if not locked:
         raise await _nothing_to_cancel(connection, task_id)
-    here = [_cancelled(item, now) for item in locked.values() if item.run.state in CANCELLED_HERE]
-    written = await transitions.apply(connection, [here])
-    cancelled = list(written[0].values()) if written else []
-    ended = [(locked[run.id], run) for run in cancelled]
-    await transitions.settle(connection, ended, jitter, lost_retry_limit=0)
-    to_forward = [item.run for item in locked.values() if item.run.state in IN_FLIGHT_STATES]
-    return Cancellation(task_id, _by_due(cancelled), _by_due(to_forward))
+    return await cancel_locked(connection, task_id, locked, now, jitter, cause="cancel_task")
 
 
 def _by_due(attempts: list[Run]) -> tuple[Run, ...]:

@@ -28,6 +28,7 @@ from taskmesh.common.ledger import (
     membership,
     notifications,
     reads,
+    recurring,
     submission,
     transitions,
 )
@@ -38,6 +39,7 @@ from taskmesh.common.model import (
     ClaimedRun,
     EventFilter,
     ReapResult,
+    RecurringTask,
     Region,
     RegionState,
     Run,
@@ -140,6 +142,18 @@ class Ledger:
         """Create first attempts for these fire times; existing fire times are skipped."""
         return await self._transaction(
             lambda c: submission.materialise_runs(c, task_id, due_times, now)
+        )
+
+    async def recurring_tasks(self) -> list[RecurringTask]:
+        """Every unpaused cron and interval task with its latest fire, in one query."""
+        return await self._transaction(recurring.recurring_tasks)
+
+    async def replace_runs(
+        self, task_id: UUID, due_at: datetime, now: datetime
+    ) -> tuple[Cancellation, list[Run]]:
+        """Cancel earlier fires' unfinished runs (in-flight ones returned) and create this one."""
+        return await self._transaction(
+            lambda c: recurring.replace_runs(c, task_id, due_at, now, self._jitter)
         )
 
     async def create_workflow(self, name: str, now: datetime) -> UUID:
