@@ -5,9 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TOPOLOGY ?= config/topology.yaml
 
-.PHONY: test run lint typecheck pytest protos postgres-binaries venv
+.PHONY: test run lint typecheck pytest protos postgres-binaries chromium venv
 
-test: venv postgres-binaries lint typecheck pytest
+test: venv postgres-binaries chromium lint typecheck pytest
 
 run: venv postgres-binaries
 	$(BIN)/taskmesh up --topology $(TOPOLOGY)
@@ -32,6 +32,16 @@ postgres-binaries:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
+# The dashboard's browser tests drive Debian's Chromium through Playwright.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	else \
+		echo "Chromium not found: installing Debian's chromium for the browser tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check taskmesh tests protos
 	$(BIN)/ruff format --check taskmesh tests protos
@@ -40,7 +50,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv postgres-binaries
+pytest: venv postgres-binaries chromium
 	$(BIN)/pytest
 
 protos: venv

@@ -1,4 +1,4 @@
-"""The master's HTTP side (aiohttp): the ``/v1`` REST API, the classic pair, health probes.
+"""The master's HTTP side (aiohttp): the ``/v1`` REST API, the classic pair, health, dashboard.
 
 ``/v1`` bodies are proto3 JSON (see ``task_json``); every error is
 ``{"error": {"field": ..., "message": ...}}`` with the status ``errors.http_status`` maps to.
@@ -15,6 +15,7 @@ from aiohttp import web
 from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
 from taskmesh.common.model import RunState
 from taskmesh.master.classic_api import ClassicApi
+from taskmesh.master.dashboard import Dashboard
 from taskmesh.master.errors import http_body, http_headers, http_status
 from taskmesh.master.health import Health
 from taskmesh.master.task_api import TaskApi
@@ -56,6 +57,7 @@ class RestApi:
         router.add_get("/healthz", self.healthz)
         router.add_get("/readyz", self.readyz)
         ClassicApi(self._api).add_routes(router)
+        Dashboard(self._api).install(app)
         return app
 
     async def submit(self, request: web.Request) -> web.Response:

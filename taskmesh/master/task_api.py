@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from uuid import UUID
 
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import Run, RunState, Task, TaskSpec, TaskStatus
-from taskmesh.common.rpc import region_pb2
+from taskmesh.common.model import EventFilter, Run, RunEvent, RunState, Task, TaskSpec, TaskStatus
+from taskmesh.common.rpc import cluster_pb2, region_pb2
 from taskmesh.common.topology import Topology
 from taskmesh.master.admission import Admission
+from taskmesh.master.cancel_forwarding import by_region, forward_cancels
 from taskmesh.master.clock import Clock, utc_now
+from taskmesh.master.cluster_view import cluster_status
+from taskmesh.master.event_watch import start_cursor, watch_events
 from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
 from taskmesh.master.validation import check_priority, validated_spec
 
@@ -144,7 +146,9 @@ class TaskApi:
     async def cancel(self, task_id: UUID, reason: str = "") -> list[UUID]:
         """Cancel a task's unfinished runs: here, and in the regions that hold them."""
         cancellation = await self._ledger.cancel_task(task_id, self._clock())
-        forwarded = await self._forward_cancels(cancellation.to_forward, reason or "cancelled")
+        forwarded = await forward_cancels(
+            self._regions, cancellation.to_forward, reason or "cancelled"
+        )
         return [run.id for run in cancellation.cancelled] + forwarded
 
     async def set_priority(self, task_id: UUID, priority: int) -> list[UUID]:
@@ -154,31 +158,23 @@ class TaskApi:
         await self._forward_priorities(queued, priority)
         return [run.id for run in runs]
 
-    async def _forward_cancels(self, runs: Sequence[Run], reason: str) -> list[UUID]:
-        """Ask each region to drop or stop its runs; returns the runs it acted on."""
-        groups = self._by_region(runs)
-        requests = [
-            self._regions.get(name).cancel(
-                [region_pb2.RunRef(run_id=str(run.id), epoch=run.epoch) for run in members],
-                reason,
-            )
-            for name, members in groups.items()
-        ]
-        answers = await asyncio.gather(*requests, return_exceptions=True)
-        acted: list[UUID] = []
-        for name, answer in zip(groups, answers, strict=True):
-            if isinstance(answer, CALL_FAILURES):
-                log.warning("region %s: cancel not forwarded: %s", name, failure_text(answer))
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                ids = [*answer.dequeued_run_ids, *answer.signalled_run_ids]
-                acted.extend(UUID(run_id) for run_id in ids)
-        return acted
+    async def cluster(self) -> list[cluster_pb2.RegionStatus]:
+        """Every topology region as the ledger, the region and the master see it."""
+        return await cluster_status(self._ledger, self._regions)
+
+    async def event_cursor(self, after_id: int) -> int:
+        """Where an event watch starts: after ``after_id``, or after the newest event when 0."""
+        return await start_cursor(self._ledger, after_id)
+
+    def watch_events(
+        self, filters: EventFilter, cursor: int, stopping: asyncio.Event
+    ) -> AsyncIterator[list[RunEvent]]:
+        """Batches of run events after ``cursor`` until ``stopping``; empty ones are keep-alives."""
+        return watch_events(self._ledger, filters, cursor, stopping)
 
     async def _forward_priorities(self, runs: Sequence[Run], priority: int) -> None:
         """Tell each region the new priority of its queued runs (best effort)."""
-        for name, members in self._by_region(runs).items():
+        for name, members in by_region(self._regions, runs).items():
             items = [
                 region_pb2.RunPriority(
                     run=region_pb2.RunRef(run_id=str(run.id), epoch=run.epoch), priority=priority
@@ -189,14 +185,6 @@ class TaskApi:
                 await self._regions.get(name).reprioritise(items)
             except CALL_FAILURES as error:
                 log.warning("region %s: new priority not forwarded: %s", name, failure_text(error))
-
-    def _by_region(self, runs: Sequence[Run]) -> dict[str, list[Run]]:
-        """Runs grouped by the topology region that holds them (others are skipped)."""
-        groups: dict[str, list[Run]] = defaultdict(list)
-        for run in runs:
-            if run.region in self.topology.region_names:
-                groups[run.region].append(run)
-        return dict(groups)
 
 
 def _token_id(token: str) -> UUID:

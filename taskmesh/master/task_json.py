@@ -14,9 +14,9 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 
 from taskmesh.common.errors import ValidationError
-from taskmesh.common.model import Run, Task, TaskSpec, TaskStatus
+from taskmesh.common.model import Run, RunEvent, Task, TaskSpec, TaskStatus
 from taskmesh.common.rpc import task_pb2
-from taskmesh.common.rpc.runs import run_to_proto
+from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
 from taskmesh.common.rpc.tasks import task_spec_from_proto, task_status_to_proto, task_to_proto
 
 JsonObject = dict[str, Any]
@@ -54,6 +54,16 @@ def run_json(run: Run) -> JsonObject:
 def task_status_json(status: TaskStatus) -> JsonObject:
     """A task with its latest run as JSON."""
     return _json(task_status_to_proto(status))
+
+
+def run_event_json(event: RunEvent) -> JsonObject:
+    """One entry of the ledger's event log as JSON."""
+    return _json(run_event_to_proto(event))
+
+
+def message_json(message: Message) -> JsonObject:
+    """Any wire message as JSON, the way every ``/v1`` body is written."""
+    return _json(message)
 
 
 def _json(message: Message) -> JsonObject:

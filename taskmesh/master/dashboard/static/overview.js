@@ -1,0 +1,56 @@
+// The cluster overview: task totals by state, and one card per region with its workers.
+import { RUN_STATES, shortEnum } from "./api.js";
+import { badge, el, formatAge, secondsBetween } from "./dom.js";
+
+/** Replace the totals and region cards with `overview` (the body of GET /v1/cluster). */
+export function renderOverview(overview, totalsNode, regionsNode) {
+  totalsNode.replaceChildren(...totals(overview));
+  const age = (instant) => (instant ? secondsBetween(instant, overview.observed_at) : NaN);
+  regionsNode.replaceChildren(...overview.regions.map((region) => regionCard(region, age)));
+}
+
+function totals({ task_states: counts, tasks_counted: counted, tasks_truncated: truncated }) {
+  const known = [...RUN_STATES, "no_run"].filter((state) => counts[state]);
+  const chips = known.map((state) =>
+    el("span", { class: "total", "data-total": state }, badge(state), el("b", {}, counts[state])));
+  const scope = truncated ? `newest ${counted} tasks` : `${counted} tasks`;
+  return [...chips, el("span", { class: "muted" }, `by latest run · ${scope}`)];
+}
+
+function regionCard(region, age) {
+  const workers = region.workers ?? [];
+  const figures = [
+    ["credit", region.credit ?? 0],
+    ["queue", region.queue_depth ?? 0],
+    ["running", `${region.running ?? 0} / ${region.total_slots ?? 0}`],
+    ["heartbeat", formatAge(age(region.heartbeat_at))],
+    ["breaker", shortEnum(region.breaker, "BREAKER_STATE_") || "—"],
+  ];
+  return el("article", { class: "region", "data-region": region.name },
+    el("header", {},
+      el("h3", {}, region.name),
+      badge(shortEnum(region.state, "REGION_STATE_")),
+      region.reachable ? null : el("span", { class: "muted" }, "not answering")),
+    el("dl", {}, ...figures.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)])),
+    workerTable(workers, age));
+}
+
+function workerTable(workers, age) {
+  const head = el("tr", {}, ...["Worker", "Slots", "Load", "Heartbeat", "State"]
+    .map((title) => el("th", {}, title)));
+  const rows = workers.map((worker) => {
+    const slots = worker.slots ?? 0;
+    const running = worker.running ?? 0;
+    const share = slots ? Math.min(running / slots, 1) : 0;
+    return el("tr", { "data-worker": worker.id },
+      el("td", { class: "mono" }, worker.id),
+      el("td", { class: "num" }, slots),
+      el("td", {}, el("span", { class: "load" }, el("span", { style: `width:${share * 100}%` })),
+        `${running}/${slots}`),
+      el("td", {}, formatAge(age(worker.heartbeat_at))),
+      el("td", {}, badge(shortEnum(worker.state, "WORKER_STATE_"))));
+  });
+  const empty = el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no workers registered"));
+  return el("table", { class: "grid" }, el("thead", {}, head),
+    el("tbody", {}, ...(rows.length ? rows : [empty])));
+}
