@@ -133,8 +133,15 @@ def test_killed_worker_run_is_lost_then_finished_by_another_attempt(
             what="the task running",
         )
         assert running.worker_id is not None
-        os.kill(cluster.worker_pid(running.worker_id), signal.SIGKILL)
+        killed = cluster.worker_pid(running.worker_id)
+        os.kill(killed, signal.SIGKILL)
         info = client.wait(task.id, timeout=90)
+    # The supervisor restarts the dead worker under the same id (a new process).
+    restarted = eventually(
+        lambda: (pid := cluster.worker_pid(running.worker_id or "")) != killed and pid,
+        what="the killed worker restarted",
+    )
+    os.kill(restarted, 0)
     attempts = sorted(info.runs, key=lambda run: run.attempt)
     assert [run.state for run in attempts] == [RunState.LOST, RunState.SUCCEEDED]
     assert attempts[0].worker_id == running.worker_id
