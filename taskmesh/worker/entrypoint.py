@@ -20,10 +20,11 @@ from taskmesh.common.daemon_logging import configure_logging
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
 from taskmesh.common.topology import Address, Topology, load_topology
-from taskmesh.worker.daemon import Worker
 from taskmesh.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from taskmesh.worker.daemon import Worker
+
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -52,6 +53,9 @@ async def serve_worker(
         region_address=region_address,
         http=http_address,
     )
+    # Imported here: aiohttp and grpc cost ~0.5 s, which `taskmesh --help` should not pay.
+    from taskmesh.worker.daemon import Worker  # noqa: PLC0415
+
     worker = Worker(settings)
     if not handle_signals:
         await worker.run(on_ready)
