@@ -185,6 +185,15 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowTask:
+    """One task of a workflow submission: its spec and the local names it waits for."""
+
+    local_name: str
+    spec: TaskSpec
+    depends_on: tuple[str, ...] = ()  # local names of tasks of the same submission
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """A stored task definition."""
 
@@ -386,3 +395,11 @@ class ReapResult:
     requeued: tuple[Run, ...] = ()  # delegated/assigned, back to pending with a new epoch
     lost: tuple[Run, ...] = ()  # running, now lost
     retries: tuple[Run, ...] = ()  # next attempts created for lost ones
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedWorkflow:
+    """A stored workflow: its id and each task with its first run, in submission order."""
+
+    workflow_id: UUID
+    tasks: Mapping[str, tuple[Task, Run | None]]  # by local name

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
@@ -19,10 +20,18 @@ from taskmesh.master.dashboard import Dashboard
 from taskmesh.master.errors import http_body, http_headers, http_status
 from taskmesh.master.health import Health
 from taskmesh.master.task_api import TaskApi
-from taskmesh.master.task_json import run_json, spec_from_json, task_json, task_status_json
+from taskmesh.master.task_json import (
+    run_json,
+    spec_from_json,
+    task_json,
+    task_status_json,
+    workflow_from_json,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTO_STATE_PREFIX = "RUN_STATE_"
+# A workflow task's spec fields sit in the task object itself in a REST body.
+SPEC_PATH = re.compile(r"^(tasks\[\d+\])\.spec\.")
 
 
 @web.middleware
@@ -50,6 +59,7 @@ class RestApi:
         app = web.Application(middlewares=[json_errors])
         router = app.router
         router.add_post("/v1/tasks", self.submit)
+        router.add_post("/v1/workflows", self.submit_workflow)
         router.add_get("/v1/tasks", self.list_tasks)
         router.add_get("/v1/tasks/{task_id}", self.get_task)
         router.add_post("/v1/tasks/{task_id}/cancel", self.cancel)
@@ -70,6 +80,23 @@ class RestApi:
             "deduplicated": not submission.created,
         }
         return web.json_response(answer, status=201 if submission.created else 200)
+
+    async def submit_workflow(self, request: web.Request) -> web.Response:
+        """Store a DAG of tasks, all or nothing (201)."""
+        name, tasks = workflow_from_json(await _json_body(request))
+        try:
+            workflow = await self._api.submit_workflow(tasks, name)
+        except ValidationError as error:
+            raise ValidationError(SPEC_PATH.sub(r"\1.", error.field), error.message) from None
+        answer = {
+            "workflow_id": str(workflow.workflow_id),
+            "task_ids": {local: str(task.id) for local, (task, _) in workflow.tasks.items()},
+            "tasks": [
+                {"task": task_json(task), "first_run": None if run is None else run_json(run)}
+                for task, run in workflow.tasks.values()
+            ],
+        }
+        return web.json_response(answer, status=201)
 
     async def get_task(self, request: web.Request) -> web.Response:
         """A task and its most recent runs, newest first."""

@@ -15,7 +15,7 @@ import grpc.aio
 
 from taskmesh.common.errors import TaskmeshError, ValidationError
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import EventFilter, RunState
+from taskmesh.common.model import EventFilter, RunState, WorkflowTask
 from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
 from taskmesh.common.rpc.tasks import task_spec_from_proto, task_status_to_proto, task_to_proto
@@ -69,12 +69,20 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def SubmitWorkflow(
         self, request: scheduler_pb2.SubmitWorkflowRequest, context: Context
     ) -> scheduler_pb2.SubmitWorkflowResponse:
-        """Not offered yet: the ledger cannot store a workflow in one transaction."""
-        error = NotSupportedError(
-            "SubmitWorkflow is not available yet; submit the tasks one by one with "
-            "spec.dependencies naming the ids of the tasks they wait for"
+        """Store a DAG of tasks and their first runs, all or nothing."""
+        return await _answer(context, self._submit_workflow(request))
+
+    async def _submit_workflow(
+        self, request: scheduler_pb2.SubmitWorkflowRequest
+    ) -> scheduler_pb2.SubmitWorkflowResponse:
+        """SubmitWorkflow in model terms."""
+        tasks = [_workflow_task(index, item) for index, item in enumerate(request.tasks)]
+        workflow = await self._api.submit_workflow(tasks)
+        return scheduler_pb2.SubmitWorkflowResponse(
+            workflow_id=str(workflow.workflow_id),
+            task_ids={name: str(task.id) for name, (task, _) in workflow.tasks.items()},
+            tasks=[task_to_proto(task) for task, _ in workflow.tasks.values()],
         )
-        await abort(context, error)
 
     async def GetTask(
         self, request: scheduler_pb2.GetTaskRequest, context: Context
@@ -211,6 +219,15 @@ async def _answer(context: Context, work: Awaitable[R]) -> R:
         return await work
     except TaskmeshError as error:
         await abort(context, error)
+
+
+def _workflow_task(index: int, message: scheduler_pb2.WorkflowTask) -> WorkflowTask:
+    """The model task of a WorkflowTask message; a bad spec field is named ``tasks[i].spec.``."""
+    try:
+        spec = task_spec_from_proto(message.spec)
+    except ValidationError as error:
+        raise ValidationError(f"tasks[{index}].spec.{error.field}", error.message) from None
+    return WorkflowTask(message.local_name, spec, tuple(message.depends_on))
 
 
 def _states(values: Any) -> frozenset[RunState]:

@@ -11,7 +11,17 @@ from uuid import UUID
 
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import EventFilter, Run, RunEvent, RunState, Task, TaskSpec, TaskStatus
+from taskmesh.common.model import (
+    EventFilter,
+    Run,
+    RunEvent,
+    RunState,
+    SubmittedWorkflow,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    WorkflowTask,
+)
 from taskmesh.common.rpc import cluster_pb2, region_pb2
 from taskmesh.common.topology import Topology
 from taskmesh.master.admission import Admission
@@ -21,6 +31,7 @@ from taskmesh.master.cluster_view import cluster_status
 from taskmesh.master.event_watch import start_cursor, watch_events
 from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
 from taskmesh.master.validation import check_priority, validated_spec
+from taskmesh.master.workflow_validation import validated_workflow
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -82,6 +93,14 @@ class TaskApi:
         except NotFoundError as error:  # only a dependency can be missing
             raise ValidationError("dependencies", str(error)) from None
         return Submission(task, run, created)
+
+    async def submit_workflow(
+        self, tasks: Sequence[WorkflowTask], name: str = ""
+    ) -> SubmittedWorkflow:
+        """Validate and store a workflow and all its tasks, in one transaction."""
+        tasks = validated_workflow(tasks, self.topology)
+        await self._admission.admit()
+        return await self._ledger.submit_workflow(name, tasks, self._clock())
 
     async def get_task(self, task_id: UUID, run_limit: int = 0) -> tuple[Task, list[Run]]:
         """A task and its most recent attempts, newest first."""

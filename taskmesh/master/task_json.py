@@ -14,7 +14,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 
 from taskmesh.common.errors import ValidationError
-from taskmesh.common.model import Run, RunEvent, Task, TaskSpec, TaskStatus
+from taskmesh.common.model import Run, RunEvent, Task, TaskSpec, TaskStatus, WorkflowTask
 from taskmesh.common.rpc import task_pb2
 from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
 from taskmesh.common.rpc.tasks import task_spec_from_proto, task_status_to_proto, task_to_proto
@@ -39,6 +39,40 @@ def spec_from_json(body: object) -> TaskSpec:
         except json_format.ParseError as error:
             raise ValidationError(field.name, _reason(error, field.name)) from None
     return task_spec_from_proto(message)
+
+
+def workflow_from_json(body: JsonObject) -> tuple[str, list[WorkflowTask]]:
+    """The name and tasks of a ``POST /v1/workflows`` body.
+
+    Each task is a TaskSpec object plus ``depends_on`` (local names) and ``local_name``, which
+    defaults to the task's ``name``. A bad field is named ``tasks[i].<field>``.
+    """
+    name = body.get("name", "")
+    if not isinstance(name, str):
+        raise ValidationError("name", "must be a string")
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise ValidationError("tasks", "must be a list of task objects")
+    return name, [_workflow_task(index, item) for index, item in enumerate(tasks)]
+
+
+def _workflow_task(index: int, item: object) -> WorkflowTask:
+    """One task object of a workflow body."""
+    prefix = f"tasks[{index}]"
+    if not isinstance(item, dict):
+        raise ValidationError(prefix, "must be a JSON object with the TaskSpec fields")
+    fields = dict(item)
+    local_name = fields.pop("local_name", fields.get("name", ""))
+    if not isinstance(local_name, str):
+        raise ValidationError(f"{prefix}.local_name", "must be a string")
+    depends_on = fields.pop("depends_on", [])
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+        raise ValidationError(f"{prefix}.depends_on", "must be a list of local names")
+    try:
+        spec = spec_from_json(fields)
+    except ValidationError as error:
+        raise ValidationError(f"{prefix}.{error.field}", error.message) from None
+    return WorkflowTask(local_name, spec, tuple(depends_on))
 
 
 def task_json(task: Task) -> JsonObject:

@@ -222,7 +222,7 @@ async def test_list_tasks_pages_newest_first(stub: Stub) -> None:
             scheduler_pb2.ListTasksRequest(page_token="garbage"),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
-        ("SubmitWorkflow", scheduler_pb2.SubmitWorkflowRequest(), grpc.StatusCode.UNIMPLEMENTED),
+        ("SubmitWorkflow", scheduler_pb2.SubmitWorkflowRequest(), grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 async def test_errors_map_to_status_codes(

@@ -31,6 +31,7 @@ from taskmesh.common.ledger import (
     recurring,
     submission,
     transitions,
+    workflows,
 )
 from taskmesh.common.ledger.engine import create_engine, is_conflict, translated_errors
 from taskmesh.common.ledger.retries import DEFAULT_LOST_RETRY_LIMIT, Jitter
@@ -45,6 +46,7 @@ from taskmesh.common.model import (
     Run,
     RunEvent,
     RunState,
+    SubmittedWorkflow,
     Task,
     TaskSpec,
     TaskStatus,
@@ -52,6 +54,7 @@ from taskmesh.common.model import (
     TransitionOutcome,
     Worker,
     WorkerState,
+    WorkflowTask,
 )
 
 T = TypeVar("T")
@@ -159,6 +162,12 @@ class Ledger:
     async def create_workflow(self, name: str, now: datetime) -> UUID:
         """Create a workflow to group tasks; returns its id."""
         return await self._transaction(lambda c: submission.create_workflow(c, name, now))
+
+    async def submit_workflow(
+        self, name: str, tasks: Sequence[WorkflowTask], now: datetime
+    ) -> SubmittedWorkflow:
+        """Store a workflow and all its tasks with their first runs, all or nothing."""
+        return await self._transaction(lambda c: workflows.submit_workflow(c, name, tasks, now))
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -1,0 +1,106 @@
+"""Submitting a workflow: every task in one transaction, dependencies blocked, all or nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskmesh.common.errors import ValidationError
+from taskmesh.common.ledger import Ledger
+from taskmesh.common.ledger.engine import asyncpg_url
+from taskmesh.common.model import RunState, TaskSpec, Transition, WorkflowTask
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # the clock of conftest.Scenario
+
+
+def item(name: str, *depends_on: str, **fields: Any) -> WorkflowTask:
+    """A workflow task running ``true``."""
+    return WorkflowTask(name, TaskSpec(name, "true", **fields), depends_on)
+
+
+async def workflow_count(database_url: str) -> int:
+    """Rows of the workflows table, read past the ledger."""
+    engine = create_async_engine(asyncpg_url(database_url), poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            return int(
+                (await connection.execute(text("SELECT count(*) FROM workflows"))).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_roots_are_pending_and_dependents_blocked(ledger: Ledger) -> None:
+    """Tasks are stored in any request order, each with the dependency rows of its local names."""
+    items = [item("report", "load"), item("load", "extract-a", "extract-b")]
+    items += [item("extract-a"), item("extract-b")]
+    workflow = await ledger.submit_workflow("etl", items, NOW)
+    assert list(workflow.tasks) == ["report", "load", "extract-a", "extract-b"]
+    states = {name: run.state for name, (_, run) in workflow.tasks.items() if run is not None}
+    assert states == {
+        "report": RunState.BLOCKED,
+        "load": RunState.BLOCKED,
+        "extract-a": RunState.PENDING,
+        "extract-b": RunState.PENDING,
+    }
+    ids = {name: task.id for name, (task, _) in workflow.tasks.items()}
+    load = await ledger.get_task(ids["load"])
+    assert load.workflow_id == workflow.workflow_id
+    assert load.spec.dependencies == (ids["extract-a"], ids["extract-b"])
+
+
+async def test_successes_unblock_the_workflow_in_order(ledger: Ledger) -> None:
+    """The stored edges are the ones the dependency machinery follows."""
+    workflow = await ledger.submit_workflow("pair", [item("first"), item("second", "first")], NOW)
+    (_, first_run), (second, _) = workflow.tasks.values()
+    assert first_run is not None
+    claimed = await ledger.claim_due_runs({"r1": 10}, NOW)
+    assert [c.run_id for c in claimed] == [first_run.id]
+    run = await ledger.get_run(first_run.id)
+    for target in (RunState.ASSIGNED, RunState.RUNNING, RunState.SUCCEEDED):
+        (outcome,) = await ledger.record_transitions(
+            [Transition(run.id, run.epoch, target, NOW, worker_id="w1")]
+        )
+        assert outcome.run is not None
+        run = outcome.run
+    latest = await ledger.latest_run(second.id)
+    assert latest is not None
+    assert latest.state is RunState.PENDING
+
+
+async def test_existing_tasks_may_be_dependencies_too(ledger: Ledger) -> None:
+    """spec.dependencies names tasks stored before; local dependencies follow them."""
+    earlier, _, _ = await ledger.submit_task(TaskSpec("earlier", "true"), NOW)
+    items = [item("a"), item("b", "a", dependencies=(earlier.id,))]
+    workflow = await ledger.submit_workflow("mixed", items, NOW)
+    task, run = workflow.tasks["b"]
+    assert task.spec.dependencies == (earlier.id, workflow.tasks["a"][0].id)
+    assert run is not None
+    assert run.state is RunState.BLOCKED
+
+
+async def test_a_failure_midway_writes_nothing(ledger: Ledger, database_url: str) -> None:
+    """The last task stored names a missing dependency: the workflow and its tasks roll back."""
+    items = [item(f"t{i}", *([f"t{i - 1}"] if i else [])) for i in range(5)]
+    items.append(item("bad", "t4", dependencies=(uuid4(),)))
+    with pytest.raises(ValidationError) as raised:
+        await ledger.submit_workflow("doomed", items, NOW)
+    assert raised.value.field == "tasks[5].spec.dependencies"
+    assert await ledger.list_tasks() == []
+    assert await ledger.count_pending() == 0
+    assert await workflow_count(database_url) == 0
+
+
+async def test_a_graph_that_is_no_dag_is_refused(ledger: Ledger, database_url: str) -> None:
+    """The ledger checks the graph itself too; nothing is written."""
+    with pytest.raises(ValidationError, match="a -> b -> a"):
+        await ledger.submit_workflow("loop", [item("a", "b"), item("b", "a")], NOW)
+    with pytest.raises(ValidationError) as raised:
+        await ledger.submit_workflow("dangling", [item("a"), item("b", "a", "zzz")], NOW)
+    assert raised.value.field == "tasks[1].depends_on[1]"
+    assert await workflow_count(database_url) == 0
