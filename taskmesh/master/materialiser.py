@@ -24,13 +24,11 @@ misfire rules are documented there). The overlap policy decides what is created:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
-from taskmesh.common.errors import LedgerUnavailableError, NotFoundError, ValidationError
-from taskmesh.common.ledger import Leadership, Ledger
+from taskmesh.common.errors import NotFoundError, ValidationError
+from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import (
     CronSchedule,
     IntervalSchedule,
@@ -42,6 +40,7 @@ from taskmesh.common.schedules import fires_to_materialise
 from taskmesh.master.cancel_forwarding import forward_cancels
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.region_clients import RegionClients
+from taskmesh.master.singleton_duty import SingletonDuty
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def plan_fires(item: RecurringTask, now: datetime, lookahead: timedelta) -> list
     return fires
 
 
-class Materialiser:
+class Materialiser(SingletonDuty):
     """Creates the runs of recurring tasks a pass at a time, while holding its duty."""
 
     def __init__(
@@ -92,39 +91,14 @@ class Materialiser:
         lookahead: timedelta = LOOKAHEAD,
     ) -> None:
         """Materialise ``lookahead`` ahead, a pass every ``interval`` seconds."""
-        self._ledger = ledger
+        super().__init__(ledger, DUTY, interval)
         self._regions = regions
         self._clock = clock
-        self._interval = interval
         self._lookahead = lookahead
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        """Materialise no more; ``run`` returns once the pass in flight is finished."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Materialise while holding the duty; otherwise stand by and try to take it again."""
-        while not self._stopping.is_set():
-            try:
-                async with self._ledger.singleton(DUTY) as leadership:
-                    if leadership.held:
-                        await self._materialise_while_leader(leadership)
-            except LedgerUnavailableError as error:
-                log.warning("materialiser: the ledger is unavailable: %s", error)
-            await self._pause()
-
-    async def _materialise_while_leader(self, leadership: Leadership) -> None:
-        """A pass per interval until stopped or the lock is lost."""
-        while not self._stopping.is_set() and not leadership.lost.is_set():
-            await self.materialise_once()
-            await self._pause()
-
-    async def _pause(self) -> None:
-        """Sleep one interval, or until stopped."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._interval):
-                await self._stopping.wait()
+    async def run_pass(self) -> list[Run]:
+        """One materialising pass."""
+        return await self.materialise_once()
 
     async def materialise_once(self) -> list[Run]:
         """One pass over every recurring task; returns the runs it created."""

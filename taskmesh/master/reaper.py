@@ -8,16 +8,14 @@ running ones become lost and follow their retry policy.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
-from taskmesh.common.errors import LedgerUnavailableError
-from taskmesh.common.ledger import DEFAULT_LOST_RETRY_LIMIT, Leadership, Ledger
+from taskmesh.common.ledger import DEFAULT_LOST_RETRY_LIMIT, Ledger
 from taskmesh.common.model import ReapResult
 from taskmesh.common.topology import Topology
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.region_clients import RegionClients
+from taskmesh.master.singleton_duty import SingletonDuty
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +23,7 @@ DUTY = "master-reaper"
 MIN_PASS_INTERVAL = 0.2  # seconds
 
 
-class Reaper:
+class Reaper(SingletonDuty):
     """Finds stale regions and reaps them, a few times per heartbeat timeout."""
 
     def __init__(
@@ -37,40 +35,16 @@ class Reaper:
         clock: Clock = utc_now,
     ) -> None:
         """Reap regions silent for longer than the topology's region heartbeat timeout."""
-        self._ledger = ledger
+        timeout = topology.master.region_heartbeat_timeout
+        super().__init__(ledger, DUTY, max(MIN_PASS_INTERVAL, timeout.total_seconds() / 4))
         self._regions = regions
         self._clock = clock
-        self._timeout = topology.master.region_heartbeat_timeout
-        self._interval = max(MIN_PASS_INTERVAL, self._timeout.total_seconds() / 4)
+        self._timeout = timeout
         self._lost_retries = {region.name: region.lost_run_retries for region in topology.regions}
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        """Reap no more; ``run`` returns once the pass in flight is finished."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Reap while holding the duty; otherwise stand by and try to take it again."""
-        while not self._stopping.is_set():
-            try:
-                async with self._ledger.singleton(DUTY) as leadership:
-                    if leadership.held:
-                        await self._reap_while_leader(leadership)
-            except LedgerUnavailableError as error:
-                log.warning("reaper: the ledger is unavailable: %s", error)
-            await self._pause()
-
-    async def _reap_while_leader(self, leadership: Leadership) -> None:
-        """Reap a pass per interval until stopped or the lock is lost."""
-        while not self._stopping.is_set() and not leadership.lost.is_set():
-            await self.reap_once()
-            await self._pause()
-
-    async def _pause(self) -> None:
-        """Sleep one interval, or until stopped."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._interval):
-                await self._stopping.wait()
+    async def run_pass(self) -> list[ReapResult]:
+        """One reaping pass."""
+        return await self.reap_once()
 
     async def reap_once(self) -> list[ReapResult]:
         """Reap every region whose heartbeat is older than the timeout; returns what was done."""
