@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskmesh.common.embedded_postgres import process_alive
 from taskmesh.common.errors import TaskmeshError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def read_state(path: Path) -> dict[str, Any]:
             "`taskmesh up`, or give the master's address with --master HOST:PORT"
         ) from None
     pid = state.get("supervisor_pid")
-    if isinstance(pid, int) and not _alive(pid):
+    if isinstance(pid, int) and not process_alive(pid):
         raise TaskmeshError(
             f"the cluster recorded in {path} is not running (its supervisor, pid {pid}, "
             "is gone); start one with `taskmesh up`"
@@ -64,13 +64,3 @@ def master_address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         return env[MASTER_VARIABLE]
     state = read_state(args.state_file or default_state_file(env))
     return str(state["master"]["grpc"])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

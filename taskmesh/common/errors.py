@@ -39,6 +39,10 @@ class ConflictError(TaskmeshError):
     """The request contradicts the current state (e.g. cancelling a finished run)."""
 
 
+class NotSupportedError(TaskmeshError):
+    """The request is well formed but asks for something taskmesh does not offer yet."""
+
+
 class IllegalTransitionError(ConflictError):
     """A run state transition was refused: wrong current state or stale epoch."""
 

@@ -1,8 +1,8 @@
 """How the master's errors leave it: the one gRPC status and the one HTTP status of each type.
 
-``common.rpc.status`` owns the gRPC codes of the shared error tree; this module adds the two
-cases the master meets that it does not map (the ledger being down, and features that are not
-built yet) and owns every HTTP status the REST API answers with.
+``common.rpc.status`` owns the gRPC codes of the shared error tree; this module turns a ledger
+outage into the retryable unavailability a client should see, and owns every HTTP status the
+REST API answers with.
 """
 
 from __future__ import annotations
@@ -16,16 +16,23 @@ from taskmesh.common.errors import (
     ConflictError,
     LedgerUnavailableError,
     NotFoundError,
+    NotSupportedError,
     OverloadedError,
     TaskmeshError,
     UnavailableError,
     ValidationError,
 )
-from taskmesh.common.rpc.status import status_code, trailing_metadata
+from taskmesh.common.rpc.status import abort_with, status_code
 
-
-class NotSupportedError(TaskmeshError):
-    """The request is well formed but asks for something the master does not offer yet."""
+__all__ = [
+    "NotSupportedError",
+    "abort",
+    "grpc_status",
+    "http_body",
+    "http_headers",
+    "http_status",
+    "reportable",
+]
 
 
 _HTTP_STATUSES: tuple[tuple[type[TaskmeshError], int], ...] = (
@@ -47,23 +54,12 @@ def reportable(error: TaskmeshError) -> TaskmeshError:
 
 def grpc_status(error: TaskmeshError) -> grpc.StatusCode:
     """The gRPC status code the master answers ``error`` with."""
-    error = reportable(error)
-    if isinstance(error, NotSupportedError):
-        return grpc.StatusCode.UNIMPLEMENTED
-    return status_code(error)
-
-
-def grpc_message(error: TaskmeshError) -> str:
-    """The status details: a validation message without its field prefix (sent as metadata)."""
-    error = reportable(error)
-    return error.message if isinstance(error, ValidationError) else str(error)
+    return status_code(reportable(error))
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: TaskmeshError) -> NoReturn:
     """End the current RPC with the status ``error`` maps to, field name in the metadata."""
-    context.set_trailing_metadata(trailing_metadata(reportable(error)))
-    await context.abort(grpc_status(error), grpc_message(error))
-    raise AssertionError("unreachable: context.abort raises")
+    await abort_with(context, reportable(error))
 
 
 def http_status(error: TaskmeshError) -> int:

@@ -12,6 +12,7 @@ import pytest
 from taskmesh.common.errors import (
     ConflictError,
     NotFoundError,
+    NotSupportedError,
     OverloadedError,
     TaskmeshError,
     UnavailableError,
@@ -25,6 +26,7 @@ ERRORS: dict[str, TaskmeshError] = {
     "missing": NotFoundError("task 42 does not exist"),
     "conflict": ConflictError("run already finished"),
     "overloaded": OverloadedError("too many pending runs", retry_after=2.5),
+    "unsupported": NotSupportedError("not built yet"),
     "unmapped": TaskmeshError("something else"),
 }
 

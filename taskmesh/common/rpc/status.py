@@ -16,6 +16,7 @@ from taskmesh.common.errors import (
     ConflictError,
     LedgerUnavailableError,
     NotFoundError,
+    NotSupportedError,
     OverloadedError,
     TaskmeshError,
     UnavailableError,
@@ -30,6 +31,7 @@ _CODES: tuple[tuple[type[TaskmeshError], grpc.StatusCode], ...] = (
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotSupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (LedgerUnavailableError, grpc.StatusCode.UNAVAILABLE),
 )
