@@ -31,7 +31,12 @@ from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.cluster import region_from_proto
 from taskmesh.common.rpc.runs import run_from_proto
 from taskmesh.common.rpc.status import error_from_rpc
-from taskmesh.common.rpc.tasks import task_from_proto, task_spec_to_proto, task_status_from_proto
+from taskmesh.common.rpc.tasks import (
+    scheduled_task_from_proto,
+    task_from_proto,
+    task_spec_to_proto,
+    task_status_from_proto,
+)
 from taskmesh.common.rpc.values import RUN_STATES
 
 _Request = TypeVar("_Request")
@@ -45,6 +50,14 @@ class Submitted:
     task: model.Task
     first_run: model.Run | None
     deduplicated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedWorkflow:
+    """The answer to a workflow submission: its id and each stored task by local name."""
+
+    workflow_id: UUID
+    tasks: Mapping[str, model.Task]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +154,28 @@ class Client:
         first_run = run_from_proto(response.first_run) if response.HasField("first_run") else None
         return Submitted(task_from_proto(response.task), first_run, response.deduplicated)
 
+    def submit_workflow(
+        self, tasks: Sequence[model.WorkflowTask], name: str = ""
+    ) -> SubmittedWorkflow:
+        """Submit tasks that depend on each other by local name, all or nothing."""
+        request = scheduler_pb2.SubmitWorkflowRequest(
+            name=name,
+            tasks=[
+                scheduler_pb2.WorkflowTask(
+                    local_name=task.local_name,
+                    spec=task_spec_to_proto(task.spec),
+                    depends_on=task.depends_on,
+                )
+                for task in tasks
+            ],
+        )
+        response = self._call(self._stub.SubmitWorkflow, request)
+        stored = [task_from_proto(task) for task in response.tasks]
+        local_names = [task.local_name for task in tasks]
+        return SubmittedWorkflow(
+            UUID(response.workflow_id), dict(zip(local_names, stored, strict=True))
+        )
+
     def get(self, task_id: UUID | str, *, run_limit: int = 20) -> TaskInfo:
         """A task and its newest runs."""
         request = scheduler_pb2.GetTaskRequest(task_id=str(task_id), run_limit=run_limit)
@@ -171,6 +206,22 @@ class Client:
         """Change the priority of a task's waiting runs; returns the affected run ids."""
         request = scheduler_pb2.SetPriorityRequest(task_id=str(task_id), priority=priority)
         return list(self._call(self._stub.SetPriority, request).run_ids)
+
+    def pause(self, task_id: UUID | str) -> model.Task:
+        """Pause a cron or interval task's schedule; returns the task (now paused)."""
+        request = scheduler_pb2.PauseScheduleRequest(task_id=str(task_id))
+        return task_from_proto(self._call(self._stub.PauseSchedule, request).task)
+
+    def resume(self, task_id: UUID | str) -> model.Task:
+        """Resume a paused schedule; missed fires follow its misfire policy."""
+        request = scheduler_pb2.ResumeScheduleRequest(task_id=str(task_id))
+        return task_from_proto(self._call(self._stub.ResumeSchedule, request).task)
+
+    def schedules(self, *, next_fires: int = 5) -> builtins.list[model.ScheduledTask]:
+        """Every recurring task with its next ``next_fires`` fire times (none while paused)."""
+        request = scheduler_pb2.ListSchedulesRequest(next=next_fires)
+        response = self._call(self._stub.ListSchedules, request)
+        return [scheduled_task_from_proto(item) for item in response.schedules]
 
     def regions(self) -> builtins.list[model.Region]:
         """Every region as the master sees it."""

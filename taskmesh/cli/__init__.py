@@ -16,7 +16,9 @@ from taskmesh import __version__
 from taskmesh.cli.cluster import add_cluster_commands
 from taskmesh.cli.daemons import add_daemon_commands
 from taskmesh.cli.db import add_db_commands, ledger_options
+from taskmesh.cli.schedules import add_schedule_commands
 from taskmesh.cli.tasks import add_task_commands
+from taskmesh.cli.workflows import add_workflow_commands
 from taskmesh.common.command_line import EXIT_INTERRUPTED, EXIT_USAGE, Handler, exit_status
 
 __all__ = ["build_parser", "ledger_options", "main", "run_handler"]
@@ -50,5 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(commands)
     add_daemon_commands(commands)
     add_task_commands(commands)
+    add_schedule_commands(commands)
+    add_workflow_commands(commands)
     add_db_commands(commands)
     return parser

@@ -39,7 +39,11 @@ def add_task_commands(commands: Subcommands) -> None:
     cancel = commands.add_parser("cancel", help="cancel a task's unfinished runs")
     cancel.add_argument("task_id")
     cancel.set_defaults(handler=cancel_task)
-    for parser in (status, listing, logs, cancel):
+    priority = commands.add_parser("priority", help="change a task's priority (queued runs too)")
+    priority.add_argument("task_id")
+    priority.add_argument("priority", type=int, help="new base priority, -1000..1000")
+    priority.set_defaults(handler=set_priority)
+    for parser in (status, listing, logs, cancel, priority):
         add_master_options(parser)
 
 
@@ -118,6 +122,14 @@ def cancel_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with Client(master_address(args, env)) as client:
         cancelled = client.cancel(args.task_id)
     print(f"cancelled {len(cancelled)} run(s)")
+    return EXIT_OK
+
+
+def set_priority(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Give a task and its unfinished runs a new priority."""
+    with Client(master_address(args, env)) as client:
+        changed = client.set_priority(args.task_id, args.priority)
+    print(f"priority {args.priority} for {len(changed)} unfinished run(s)")
     return EXIT_OK
 
 

@@ -18,6 +18,8 @@ PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
 DEFAULT_PRIORITY = 0
 DEFAULT_KIND = "default"
+# The error text of an attempt that ended timed_out because it did not start in time.
+NOT_STARTED_IN_TIME = "not started within the task's schedule_to_start_timeout"
 
 
 class RunState(enum.StrEnum):
@@ -353,6 +355,15 @@ class RecurringTask:
     last_due_at: datetime | None = None  # the latest materialised fire time, None before any
     unfinished: bool = False  # an attempt of the latest fire is not terminal yet
     last_finished_at: datetime | None = None  # when the latest fire's last attempt ended
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledTask:
+    """A recurring task as ``taskmesh schedule`` shows it: its last fire and the next ones."""
+
+    task: Task
+    last_fire: datetime | None = None  # the latest fire time that has a run
+    next_fires: tuple[datetime, ...] = ()  # upcoming fire times, earliest first; () if paused
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 Startup opens the gRPC listener (``Scheduler`` and the standard health service) and the HTTP
 listener, then publishes SERVING. The main loop runs every background duty under one TaskGroup
-(``master-dispatcher``, ``master-reaper``, ``master-materialiser``, ``master-due-listener``)
-until ``stop()``. Shutdown publishes NOT_SERVING, stops claiming, lets the round in flight
-finish (within ``shutdown_timeout``), then closes the listeners and the region channels.
+(``master-dispatcher``, ``master-reaper``, ``master-materialiser``, ``master-start-deadlines``,
+``master-due-listener``) until ``stop()``. Shutdown publishes NOT_SERVING, stops claiming, lets
+the round in flight finish (within ``shutdown_timeout``), then closes the listeners and the
+region channels.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from taskmesh.master.reaper import Reaper
 from taskmesh.master.region_clients import RegionClients
 from taskmesh.master.rest import RestApi
 from taskmesh.master.scheduler_service import SchedulerService
+from taskmesh.master.start_deadlines import StartDeadlines
 from taskmesh.master.task_api import TaskApi
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Master:
         self.dispatcher = Dispatcher(ledger, self.regions, config, clock=clock)
         self.reaper = Reaper(ledger, self.regions, topology, clock=clock)
         self.materialiser = Materialiser(ledger, self.regions, clock=clock)
+        self.start_deadlines = StartDeadlines(ledger, clock=clock)
         self._listener = DueListener(ledger, self.dispatcher.wake)
         self._scheduler = SchedulerService(
             self.api, ledger, self.regions, self._stopping, clock=clock
@@ -125,6 +128,7 @@ class Master:
                 duties.create_task(self.dispatcher.run(), name="master-dispatcher"),
                 duties.create_task(self.reaper.run(), name="master-reaper"),
                 duties.create_task(self.materialiser.run(), name="master-materialiser"),
+                duties.create_task(self.start_deadlines.run(), name="master-start-deadlines"),
             ]
             listener = duties.create_task(self._listener.run(), name="master-due-listener")
             await self._stopping.wait()
@@ -134,6 +138,7 @@ class Master:
             self.dispatcher.stop()
             self.reaper.stop()
             self.materialiser.stop()
+            self.start_deadlines.stop()
             await self._drain(draining)
 
     async def shutdown(self) -> None:

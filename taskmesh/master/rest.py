@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
@@ -22,16 +21,16 @@ from taskmesh.master.health import Health
 from taskmesh.master.task_api import TaskApi
 from taskmesh.master.task_json import (
     run_json,
+    scheduled_task_json,
     spec_from_json,
     task_json,
     task_status_json,
+    workflow_field,
     workflow_from_json,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTO_STATE_PREFIX = "RUN_STATE_"
-# A workflow task's spec fields sit in the task object itself in a REST body.
-SPEC_PATH = re.compile(r"^(tasks\[\d+\])\.spec\.")
 
 
 @web.middleware
@@ -64,6 +63,9 @@ class RestApi:
         router.add_get("/v1/tasks/{task_id}", self.get_task)
         router.add_post("/v1/tasks/{task_id}/cancel", self.cancel)
         router.add_post("/v1/tasks/{task_id}/priority", self.set_priority)
+        router.add_post("/v1/tasks/{task_id}/pause", self.pause)
+        router.add_post("/v1/tasks/{task_id}/resume", self.resume)
+        router.add_get("/v1/schedules", self.list_schedules)
         router.add_get("/healthz", self.healthz)
         router.add_get("/readyz", self.readyz)
         ClassicApi(self._api).add_routes(router)
@@ -87,7 +89,7 @@ class RestApi:
         try:
             workflow = await self._api.submit_workflow(tasks, name)
         except ValidationError as error:
-            raise ValidationError(SPEC_PATH.sub(r"\1.", error.field), error.message) from None
+            raise ValidationError(workflow_field(error.field), error.message) from None
         answer = {
             "workflow_id": str(workflow.workflow_id),
             "task_ids": {local: str(task.id) for local, (task, _) in workflow.tasks.items()},
@@ -134,6 +136,27 @@ class RestApi:
             raise ValidationError("priority", "must be an integer")
         changed = await self._api.set_priority(task_id, priority)
         return web.json_response({"run_ids": [str(run_id) for run_id in changed]})
+
+    async def pause(self, request: web.Request) -> web.Response:
+        """Pause a recurring task's schedule; answers the task and the fires cancelled ahead."""
+        task, cancelled = await self._api.pause(_path_task_id(request))
+        answer = {"task": task_json(task), "cancelled_run_ids": [str(i) for i in cancelled]}
+        return web.json_response(answer)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """Resume a paused schedule; answers the task."""
+        task = await self._api.resume(_path_task_id(request))
+        return web.json_response({"task": task_json(task)})
+
+    async def list_schedules(self, request: web.Request) -> web.Response:
+        """Every recurring task with its ``next`` fire times (default 5)."""
+        now, found = await self._api.schedules(_int_query(request, "next", 0))
+        return web.json_response(
+            {
+                "schedules": [scheduled_task_json(item) for item in found],
+                "observed_at": now.isoformat(),
+            }
+        )
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: the process answers."""

@@ -18,7 +18,12 @@ from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import EventFilter, RunState, WorkflowTask
 from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
-from taskmesh.common.rpc.tasks import task_spec_from_proto, task_status_to_proto, task_to_proto
+from taskmesh.common.rpc.tasks import (
+    scheduled_task_to_proto,
+    task_spec_from_proto,
+    task_status_to_proto,
+    task_to_proto,
+)
 from taskmesh.common.rpc.values import RUN_STATES, member, timestamp, uuid
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.cluster_view import cluster_status
@@ -77,7 +82,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.SubmitWorkflowResponse:
         """SubmitWorkflow in model terms."""
         tasks = [_workflow_task(index, item) for index, item in enumerate(request.tasks)]
-        workflow = await self._api.submit_workflow(tasks)
+        workflow = await self._api.submit_workflow(tasks, request.name)
         return scheduler_pb2.SubmitWorkflowResponse(
             workflow_id=str(workflow.workflow_id),
             task_ids={name: str(task.id) for name, (task, _) in workflow.tasks.items()},
@@ -210,6 +215,50 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         regions = await cluster_status(self._ledger, self._regions)
         return scheduler_pb2.GetClusterResponse(
             regions=regions, observed_at=timestamp(self._clock())
+        )
+
+    async def PauseSchedule(
+        self, request: scheduler_pb2.PauseScheduleRequest, context: Context
+    ) -> scheduler_pb2.PauseScheduleResponse:
+        """Stop a recurring task's fires."""
+        return await _answer(context, self._pause(request))
+
+    async def _pause(
+        self, request: scheduler_pb2.PauseScheduleRequest
+    ) -> scheduler_pb2.PauseScheduleResponse:
+        """PauseSchedule in model terms."""
+        task, cancelled = await self._api.pause(uuid(request.task_id, "task_id"))
+        return scheduler_pb2.PauseScheduleResponse(
+            task=task_to_proto(task), cancelled_run_ids=[str(run_id) for run_id in cancelled]
+        )
+
+    async def ResumeSchedule(
+        self, request: scheduler_pb2.ResumeScheduleRequest, context: Context
+    ) -> scheduler_pb2.ResumeScheduleResponse:
+        """Let a paused recurring task fire again."""
+        return await _answer(context, self._resume(request))
+
+    async def _resume(
+        self, request: scheduler_pb2.ResumeScheduleRequest
+    ) -> scheduler_pb2.ResumeScheduleResponse:
+        """ResumeSchedule in model terms."""
+        task = await self._api.resume(uuid(request.task_id, "task_id"))
+        return scheduler_pb2.ResumeScheduleResponse(task=task_to_proto(task))
+
+    async def ListSchedules(
+        self, request: scheduler_pb2.ListSchedulesRequest, context: Context
+    ) -> scheduler_pb2.ListSchedulesResponse:
+        """Every recurring task with its next fire times."""
+        return await _answer(context, self._list_schedules(request))
+
+    async def _list_schedules(
+        self, request: scheduler_pb2.ListSchedulesRequest
+    ) -> scheduler_pb2.ListSchedulesResponse:
+        """ListSchedules in model terms."""
+        now, found = await self._api.schedules(request.next)
+        return scheduler_pb2.ListSchedulesResponse(
+            schedules=[scheduled_task_to_proto(item) for item in found],
+            observed_at=timestamp(now),
         )
 
 

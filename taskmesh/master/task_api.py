@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from taskmesh.common.model import (
     Run,
     RunEvent,
     RunState,
+    ScheduledTask,
     SubmittedWorkflow,
     Task,
     TaskSpec,
@@ -30,6 +32,7 @@ from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.cluster_view import cluster_status
 from taskmesh.master.event_watch import start_cursor, watch_events
 from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
+from taskmesh.master.schedule_preview import fire_count, preview
 from taskmesh.master.validation import check_priority, validated_spec
 from taskmesh.master.workflow_validation import validated_workflow
 
@@ -169,6 +172,22 @@ class TaskApi:
             self._regions, cancellation.to_forward, reason or "cancelled"
         )
         return [run.id for run in cancellation.cancelled] + forwarded
+
+    async def pause(self, task_id: UUID) -> tuple[Task, list[UUID]]:
+        """Pause a recurring task's schedule; returns it and the fires cancelled ahead."""
+        task, cancellation = await self._ledger.pause_schedule(task_id, self._clock())
+        return task, [run.id for run in cancellation.cancelled]
+
+    async def resume(self, task_id: UUID) -> Task:
+        """Resume a paused schedule; fires missed while paused follow its misfire policy."""
+        return await self._ledger.resume_schedule(task_id)
+
+    async def schedules(self, next_count: int = 0) -> tuple[datetime, list[ScheduledTask]]:
+        """Every recurring task with its next fire times after now; returns (now, them)."""
+        count = fire_count(next_count)
+        now = self._clock()
+        found = await self._ledger.recurring_tasks(include_paused=True)
+        return now, [preview(item, now, count) for item in found]
 
     async def set_priority(self, task_id: UUID, priority: int) -> list[UUID]:
         """Reprioritise a task and its unfinished runs, queued ones in their regions too."""

@@ -7,6 +7,7 @@ and gRPC accept exactly the same tasks. Enum values may also be written the shor
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from google.protobuf import json_format
@@ -14,13 +15,28 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 
 from taskmesh.common.errors import ValidationError
-from taskmesh.common.model import Run, RunEvent, Task, TaskSpec, TaskStatus, WorkflowTask
+from taskmesh.common.model import (
+    Run,
+    RunEvent,
+    ScheduledTask,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    WorkflowTask,
+)
 from taskmesh.common.rpc import task_pb2
 from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
-from taskmesh.common.rpc.tasks import task_spec_from_proto, task_status_to_proto, task_to_proto
+from taskmesh.common.rpc.tasks import (
+    scheduled_task_to_proto,
+    task_spec_from_proto,
+    task_status_to_proto,
+    task_to_proto,
+)
 
 JsonObject = dict[str, Any]
 UNSPECIFIED = "UNSPECIFIED"
+# A workflow task's spec fields sit in the task object itself in a JSON (or YAML) body.
+SPEC_PATH = re.compile(r"^(tasks\[\d+\])\.spec\.")
 
 
 def spec_from_json(body: object) -> TaskSpec:
@@ -56,6 +72,11 @@ def workflow_from_json(body: JsonObject) -> tuple[str, list[WorkflowTask]]:
     return name, [_workflow_task(index, item) for index, item in enumerate(tasks)]
 
 
+def workflow_field(field: str) -> str:
+    """A workflow error's field path as a body spells it: ``tasks[3].spec.x`` is ``tasks[3].x``."""
+    return SPEC_PATH.sub(r"\1.", field)
+
+
 def _workflow_task(index: int, item: object) -> WorkflowTask:
     """One task object of a workflow body."""
     prefix = f"tasks[{index}]"
@@ -88,6 +109,11 @@ def run_json(run: Run) -> JsonObject:
 def task_status_json(status: TaskStatus) -> JsonObject:
     """A task with its latest run as JSON."""
     return _json(task_status_to_proto(status))
+
+
+def scheduled_task_json(item: ScheduledTask) -> JsonObject:
+    """A recurring task with its last and next fire times as JSON."""
+    return _json(scheduled_task_to_proto(item))
 
 
 def run_event_json(event: RunEvent) -> JsonObject:

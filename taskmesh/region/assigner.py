@@ -16,6 +16,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from taskmesh.common.model import (
+    NOT_STARTED_IN_TIME,
     ClaimedRun,
     RunState,
     Transition,
@@ -28,8 +29,6 @@ from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.worker_registry import ConnectedWorker
 
 log = logging.getLogger(__name__)
-
-NOT_STARTED_IN_TIME = "not started within the task's schedule_to_start_timeout"
 
 
 class Assigner:

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import ConflictError, NotFoundError, ValidationError
-from taskmesh.common.ledger import membership, reads, retries, transitions
+from taskmesh.common.ledger import membership, pausing, reads, retries, transitions
 from taskmesh.common.ledger.changes import (
     LOCK_BY_REGION,
     LOCK_BY_TASK,
@@ -93,13 +93,27 @@ async def cancel_locked(
     return Cancellation(task_id, _by_due(cancelled), _by_due(to_forward))
 
 
+async def _stop_schedule(connection: AsyncConnection, task_id: UUID) -> bool:
+    """Pause a recurring task's schedule for good; True when it was firing until now."""
+    paused = await pausing.lock_task(connection, task_id)
+    if paused or not pausing.is_recurring(await reads.get_task(connection, task_id)):
+        return False
+    await pausing.set_paused(connection, task_id, True)
+    return True
+
+
 async def cancel_task(
     connection: AsyncConnection, task_id: UUID, now: datetime, jitter: retries.Jitter
 ) -> Cancellation:
-    """Cancel what the ledger holds; return what regions hold, for the master to forward."""
+    """Cancel what the ledger holds; return what regions hold, for the master to forward.
+
+    A recurring task's schedule is paused as well, so it gets no new runs; cancelling is a
+    conflict only when there is neither an unfinished run nor a firing schedule to stop.
+    """
+    stopped = await _stop_schedule(connection, task_id)
     states = sorted(str(state) for state in NON_TERMINAL_STATES)
     locked = await lock(connection, LOCK_BY_TASK, task_id=task_id, states=states)
-    if not locked:
+    if not locked and not stopped:
         raise await _nothing_to_cancel(connection, task_id)
     return await cancel_locked(connection, task_id, locked, now, jitter, cause="cancel_task")
 

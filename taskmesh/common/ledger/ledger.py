@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from taskmesh.common.ledger import (
     control,
+    deadlines,
     dispatch,
     locks,
     membership,
@@ -147,9 +148,19 @@ class Ledger:
             lambda c: submission.materialise_runs(c, task_id, due_times, now)
         )
 
-    async def recurring_tasks(self) -> list[RecurringTask]:
-        """Every unpaused cron and interval task with its latest fire, in one query."""
-        return await self._transaction(recurring.recurring_tasks)
+    async def recurring_tasks(self, *, include_paused: bool = False) -> list[RecurringTask]:
+        """Every (unpaused) cron and interval task with its latest fire, in one query."""
+        return await self._transaction(lambda c: recurring.recurring_tasks(c, include_paused))
+
+    async def pause_schedule(self, task_id: UUID, now: datetime) -> tuple[Task, Cancellation]:
+        """Stop a recurring task's fires; its fires not due yet are cancelled. Idempotent."""
+        return await self._transaction(
+            lambda c: recurring.pause_schedule(c, task_id, now, self._jitter)
+        )
+
+    async def resume_schedule(self, task_id: UUID) -> Task:
+        """Let a paused recurring task fire again (missed fires follow its misfire policy)."""
+        return await self._transaction(lambda c: recurring.resume_schedule(c, task_id))
 
     async def replace_runs(
         self, task_id: UUID, due_at: datetime, now: datetime
@@ -275,8 +286,12 @@ class Ledger:
         return await self._transaction(lambda c: control.set_priority(c, task_id, priority))
 
     async def cancel_task(self, task_id: UUID, now: datetime) -> Cancellation:
-        """Cancel a task's blocked/pending runs; returns the in-flight ones to forward."""
+        """Cancel a task's blocked/pending runs and stop its schedule; returns in-flight runs."""
         return await self._transaction(lambda c: control.cancel_task(c, task_id, now, self._jitter))
+
+    async def time_out_unstarted(self, now: datetime) -> list[TransitionOutcome]:
+        """End pending/delegated attempts past their schedule-to-start bound ``timed_out``."""
+        return await self._transaction(lambda c: deadlines.time_out_unstarted(c, now, self._jitter))
 
     async def reap_region(
         self,

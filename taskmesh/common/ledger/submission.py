@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import NotFoundError, ValidationError
-from taskmesh.common.ledger import reads
+from taskmesh.common.ledger import pausing, reads
 from taskmesh.common.ledger.changes import notify_due
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, readiness
@@ -123,7 +123,13 @@ async def submit_task(
 async def materialise_runs(
     connection: AsyncConnection, task_id: UUID, due_times: Sequence[datetime], now: datetime
 ) -> list[Run]:
-    """Create the first attempts of these fire times; fire times that exist are skipped."""
+    """Create the first attempts of these fire times; fire times that exist are skipped.
+
+    Nothing is created for a paused task: the flag is read under a share lock, so a pause or
+    a cancel committed before this transaction is seen, and one after it waits for it.
+    """
+    if await pausing.lock_task(connection, task_id, share=True):
+        return []
     task = await reads.get_task(connection, task_id)
     ready = await readiness(connection, task.spec.dependencies)
     created = await insert_runs(connection, new_runs(task, due_times, ready, now))

@@ -85,6 +85,21 @@ class SchedulerStub:
                 request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.GetClusterRequest.SerializeToString,
                 response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.GetClusterResponse.FromString,
                 _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/taskmesh.v1.Scheduler/PauseSchedule',
+                request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/taskmesh.v1.Scheduler/ResumeSchedule',
+                request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/taskmesh.v1.Scheduler/ListSchedules',
+                request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -161,6 +176,27 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseSchedule(self, request, context):
+        """Stops a recurring task's schedule: no new fires, its not-yet-due runs are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Restarts a paused schedule; fires missed while paused follow its misfire policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Every recurring task with its next fire times, as the master computes them now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +249,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetCluster,
                     request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.GetClusterRequest.FromString,
                     response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.GetClusterResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +537,87 @@ class Scheduler:
             '/taskmesh.v1.Scheduler/GetCluster',
             taskmesh_dot_v1_dot_scheduler__pb2.GetClusterRequest.SerializeToString,
             taskmesh_dot_v1_dot_scheduler__pb2.GetClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Scheduler/PauseSchedule',
+            taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+            taskmesh_dot_v1_dot_scheduler__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Scheduler/ResumeSchedule',
+            taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+            taskmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Scheduler/ListSchedules',
+            taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+            taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,12 @@ class SchedulerStub:
     """Streams run state transitions as they are recorded, in batches."""
     GetCluster: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetClusterRequest, _scheduler_pb2.GetClusterResponse]
     """Regions, their workers, breakers, credit and queue depth."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PauseScheduleRequest, _scheduler_pb2.PauseScheduleResponse]
+    """Stops a recurring task's schedule: no new fires, its not-yet-due runs are cancelled."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.ResumeScheduleResponse]
+    """Restarts a paused schedule; fires missed while paused follow its misfire policy."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]
+    """Every recurring task with its next fire times, as the master computes them now."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -83,6 +89,12 @@ class SchedulerAsyncStub(SchedulerStub):
     """Streams run state transitions as they are recorded, in batches."""
     GetCluster: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetClusterRequest, _scheduler_pb2.GetClusterResponse]  # type: ignore[assignment]
     """Regions, their workers, breakers, credit and queue depth."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PauseScheduleRequest, _scheduler_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """Stops a recurring task's schedule: no new fires, its not-yet-due runs are cancelled."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    """Restarts a paused schedule; fires missed while paused follow its misfire policy."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Every recurring task with its next fire times, as the master computes them now."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Submit, inspect, steer and watch tasks and runs; served by the master."""
@@ -166,5 +178,29 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.GetClusterResponse, _abc.Awaitable[_scheduler_pb2.GetClusterResponse]]:
         """Regions, their workers, breakers, credit and queue depth."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _scheduler_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.PauseScheduleResponse, _abc.Awaitable[_scheduler_pb2.PauseScheduleResponse]]:
+        """Stops a recurring task's schedule: no new fires, its not-yet-due runs are cancelled."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _scheduler_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ResumeScheduleResponse, _abc.Awaitable[_scheduler_pb2.ResumeScheduleResponse]]:
+        """Restarts a paused schedule; fires missed while paused follow its misfire policy."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _scheduler_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListSchedulesResponse, _abc.Awaitable[_scheduler_pb2.ListSchedulesResponse]]:
+        """Every recurring task with its next fire times, as the master computes them now."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

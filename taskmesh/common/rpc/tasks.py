@@ -204,3 +204,22 @@ def task_status_from_proto(message: scheduler_pb2.TaskStatus) -> model.TaskStatu
     """The task with its latest attempt of a TaskStatus message."""
     latest = runs.run_from_proto(message.latest_run) if message.HasField("latest_run") else None
     return model.TaskStatus(task=task_from_proto(message.task), latest_run=latest)
+
+
+def scheduled_task_to_proto(item: model.ScheduledTask) -> scheduler_pb2.ScheduledTask:
+    """The ScheduledTask message of a recurring task and its fire times."""
+    return scheduler_pb2.ScheduledTask(
+        task=task_to_proto(item.task),
+        last_fire=timestamp(item.last_fire),
+        next_fires=[timestamp(fire) for fire in item.next_fires],
+    )
+
+
+def scheduled_task_from_proto(message: scheduler_pb2.ScheduledTask) -> model.ScheduledTask:
+    """The recurring task and its fire times of a ScheduledTask message."""
+    last = instant(message.last_fire) if message.HasField("last_fire") else None
+    return model.ScheduledTask(
+        task=task_from_proto(message.task),
+        last_fire=last,
+        next_fires=tuple(instant(fire) for fire in message.next_fires),
+    )
