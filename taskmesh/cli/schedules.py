@@ -25,10 +25,10 @@ def add_schedule_commands(commands: Subcommands) -> None:
     """Register ``pause``, ``resume`` and ``schedule``."""
     pause = commands.add_parser("pause", help="pause a cron or interval task's schedule")
     pause.add_argument("task_id")
-    pause.set_defaults(handler=pause_schedule)
+    pause.set_defaults(handler=change_schedule, pause=True)
     resume = commands.add_parser("resume", help="resume a paused schedule (misfire policy)")
     resume.add_argument("task_id")
-    resume.set_defaults(handler=resume_schedule)
+    resume.set_defaults(handler=change_schedule, pause=False)
     schedule = commands.add_parser("schedule", help="show upcoming fire times of recurring tasks")
     schedule.add_argument(
         "--next", type=int, default=5, metavar="N", help="fire times per task (1-100, default 5)"
@@ -39,19 +39,11 @@ def add_schedule_commands(commands: Subcommands) -> None:
         add_master_options(parser)
 
 
-def pause_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Pause one schedule."""
+def change_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Pause or resume one schedule (``args.pause`` says which)."""
     with Client(master_address(args, env)) as client:
-        task = client.pause(args.task_id)
-    print(f"paused {task.id} ({task.spec.name})")
-    return EXIT_OK
-
-
-def resume_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Resume one schedule."""
-    with Client(master_address(args, env)) as client:
-        task = client.resume(args.task_id)
-    print(f"resumed {task.id} ({task.spec.name})")
+        task = client.pause(args.task_id) if args.pause else client.resume(args.task_id)
+    print(f"{'paused' if args.pause else 'resumed'} {task.id} ({task.spec.name})")
     return EXIT_OK
 
 

@@ -262,6 +262,35 @@ async def test_set_priority_changes_runs_and_tells_the_region(
     assert run.run.priority == 900
 
 
+async def test_pause_resume_and_list_schedules(stub: Stub) -> None:
+    """A cron task paused, listed without fires, resumed; a one-shot task cannot be paused."""
+    cron = task_pb2.Schedule(
+        cron=task_pb2.CronSchedule(expression="30 2 * * *", timezone="Europe/Berlin")
+    )
+    submitted = await stub.Submit(scheduler_pb2.SubmitRequest(spec=spec(schedule=cron)))
+    task_id = submitted.task.id
+    listed = await stub.ListSchedules(scheduler_pb2.ListSchedulesRequest(next=3))
+    (item,) = listed.schedules
+    assert item.task.id == task_id
+    fires = [fire.ToDatetime() for fire in item.next_fires]
+    assert len(fires) == 3
+    assert all(fire > listed.observed_at.ToDatetime() for fire in fires)
+    paused = await stub.PauseSchedule(scheduler_pb2.PauseScheduleRequest(task_id=task_id))
+    assert paused.task.paused
+    (item,) = (await stub.ListSchedules(scheduler_pb2.ListSchedulesRequest())).schedules
+    assert item.task.paused
+    assert list(item.next_fires) == []
+    resumed = await stub.ResumeSchedule(scheduler_pb2.ResumeScheduleRequest(task_id=task_id))
+    assert not resumed.task.paused
+    once = await stub.Submit(scheduler_pb2.SubmitRequest(spec=spec()))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.PauseSchedule(scheduler_pb2.PauseScheduleRequest(task_id=once.task.id))
+    assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListSchedules(scheduler_pb2.ListSchedulesRequest(next=-1))
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_get_cluster_lists_topology_regions_with_live_figures(stub: Stub) -> None:
     """Each region in topology order, reachable, with its breaker and described queue depth."""
     response = await stub.GetCluster(scheduler_pb2.GetClusterRequest())

@@ -307,6 +307,10 @@ V1_ERRORS: list[tuple[str, str, Any, int, str | None]] = [
     ("POST", f"/v1/tasks/{UNKNOWN_ID}/priority", {"priority": 5000}, 400, "priority"),
     ("POST", f"/v1/tasks/{UNKNOWN_ID}/priority", {"priority": 1}, 404, None),
     ("POST", f"/v1/tasks/{UNKNOWN_ID}/cancel", None, 404, None),
+    ("POST", f"/v1/tasks/{UNKNOWN_ID}/pause", None, 404, None),
+    ("POST", f"/v1/tasks/{UNKNOWN_ID}/resume", None, 404, None),
+    ("GET", "/v1/schedules?next=1000", None, 400, "next"),
+    ("GET", "/v1/schedules?next=soon", None, 400, "next"),
 ]
 
 
@@ -319,6 +323,32 @@ async def test_v1_errors(
     async with http.request(method, path, json=body) as response:
         assert response.status == status
         assert (await response.json())["error"]["field"] == field
+
+
+async def test_v1_pause_resume_and_schedules(http: aiohttp.ClientSession) -> None:
+    """Pause and resume a cron task over REST; /v1/schedules shows it with its next fires."""
+    body = {"name": "nightly", "command": "true", "schedule": {"cron": {"expression": "0 3 * * *"}}}
+    async with http.post("/v1/tasks", json=body) as response:
+        task_id = (await response.json())["task"]["id"]
+    async with http.get("/v1/schedules", params={"next": "2"}) as response:
+        (listed,) = (await response.json())["schedules"]
+    assert listed["task"]["id"] == task_id
+    assert len(listed["next_fires"]) == 2
+    assert all(fire.endswith("T03:00:00Z") for fire in listed["next_fires"])
+    async with http.post(f"/v1/tasks/{task_id}/pause") as response:
+        assert response.status == 200
+        assert (await response.json())["task"]["paused"] is True
+    async with http.get("/v1/schedules") as response:
+        (listed,) = (await response.json())["schedules"]
+    assert listed["task"]["paused"] is True
+    assert "next_fires" not in listed  # none while paused
+    async with http.post(f"/v1/tasks/{task_id}/resume") as response:
+        assert "paused" not in (await response.json())["task"]  # proto3 JSON leaves out false
+    async with http.post("/v1/tasks", json={"command": "true"}) as response:
+        once = (await response.json())["task"]["id"]
+    async with http.post(f"/v1/tasks/{once}/pause") as response:
+        assert response.status == 409
+        assert "no cron or interval schedule" in (await response.json())["error"]["message"]
 
 
 async def test_health_probes(http: aiohttp.ClientSession) -> None:
