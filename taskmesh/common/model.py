@@ -355,6 +355,7 @@ class RecurringTask:
     last_due_at: datetime | None = None  # the latest materialised fire time, None before any
     unfinished: bool = False  # an attempt of the latest fire is not terminal yet
     last_finished_at: datetime | None = None  # when the latest fire's last attempt ended
+    resumed_at: datetime | None = None  # when it was last resumed; fires before are misfires
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ counted in elapsed time: ``every=1 day`` is 24 hours, whatever the wall clock do
 
 **Misfires.** Fire times earlier than the task's creation never count. A fire time more than
 ``grace`` before ``now`` that has not been materialised was missed (the master was down, or the
-ledger was): ``all`` materialises every missed fire (at most ``limit`` per call; the next call
-continues), ``latest`` (the default) only the most recent one, ``none`` none of them. Fires
-from ``now - grace`` up to ``now + horizon`` are always materialised.
+ledger was), and so was every fire time up to ``missed_until`` (the instant a paused schedule
+was resumed: what fell due while paused is missed, however recent): ``all`` materialises every
+missed fire (at most ``limit`` per call; the next call continues), ``latest`` (the default)
+only the most recent one, ``none`` none of them. Fires after both ``now - grace`` and
+``missed_until``, up to ``now + horizon``, are always materialised.
 """
 
 from __future__ import annotations
@@ -201,16 +203,18 @@ def fires_to_materialise(
     horizon: timedelta,
     grace: timedelta = MISFIRE_GRACE,
     limit: int = MAX_FIRES,
+    missed_until: datetime | None = None,
 ) -> list[datetime]:
     """The fire times after ``last_fire`` (or from creation on) to create runs for, in order.
 
-    Missed fires (due before ``now - grace``) are kept as the misfire policy says; every fire
-    from ``now - grace`` to ``now + horizon`` is kept. At most ``limit`` are returned, earliest
-    first, so a long backlog under ``all`` is worked off over several calls without gaps.
+    Missed fires (due before ``now - grace``, or at or before ``missed_until``) are kept as the
+    misfire policy says; every later fire up to ``now + horizon`` is kept. At most ``limit``
+    are returned, earliest first, so a long backlog under ``all`` is worked off over several
+    calls without gaps.
     """
     fires = recurrence(schedule, created_at)
     since = last_fire if last_fire is not None else created_at - RESOLUTION
-    cutoff = now - grace
+    cutoff = max(filter(None, (now - grace, missed_until)))
     missed = _missed(fires, schedule.misfire, since, cutoff, limit)
     if len(missed) >= limit:
         return missed

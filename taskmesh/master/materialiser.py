@@ -7,7 +7,8 @@ fire that exists.
 
 Every ``PASS_INTERVAL`` (1 s) the leader reads every unpaused recurring task with its latest
 fire (one query) and creates the fire times ``schedules.fires_to_materialise`` returns (DST and
-misfire rules are documented there). The overlap policy decides what is created:
+misfire rules are documented there; the fires that fell due while a task was paused count as
+missed). The overlap policy decides what is created:
 
 - ``allow``: every fire, ``LOOKAHEAD`` (2 s, two passes) ahead of its due time, so the run
   exists before it is due and the dispatcher claims it on time even after one late pass;
@@ -70,6 +71,7 @@ def plan_fires(item: RecurringTask, now: datetime, lookahead: timedelta) -> list
         last_fire=_resume_after(item, overlap),
         now=now,
         horizon=lookahead if overlap is OverlapPolicy.ALLOW else timedelta(0),
+        missed_until=item.resumed_at,
     )
     if overlap is OverlapPolicy.FORBID:
         return fires[:1]

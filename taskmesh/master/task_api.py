@@ -180,7 +180,7 @@ class TaskApi:
 
     async def resume(self, task_id: UUID) -> Task:
         """Resume a paused schedule; fires missed while paused follow its misfire policy."""
-        return await self._ledger.resume_schedule(task_id)
+        return await self._ledger.resume_schedule(task_id, self._clock())
 
     async def schedules(self, next_count: int = 0) -> tuple[datetime, list[ScheduledTask]]:
         """Every recurring task with its next fire times after now; returns (now, them)."""

@@ -1,14 +1,27 @@
-"""The handle e2e tests get on a running `taskmesh up` (imported by conftest and tests)."""
+"""Running `taskmesh up` for e2e tests, and the handle tests get on it (imported by conftest
+and by test modules that need a cluster of another shape)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from taskmesh.client import Client
+
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 60.0
 
 
 @dataclass
@@ -40,3 +53,66 @@ class RunningCluster:
     def logs(self) -> str:
         parts = [f"--- {path.name}\n{path.read_text()[-4000:]}" for path in self.log_dir.glob("*")]
         return "\n".join(parts)
+
+
+def e2e_topology(database_url: str) -> dict[str, Any]:
+    """Two regions of two workers each, with short failure-detection timeouts."""
+    workers = {"count": 2, "slots": 4, "heartbeat_interval": "250ms"}
+    region = {"worker_heartbeat_timeout": "2s", "capacity": 1000, "workers": workers}
+    return {
+        "ledger": {"url": database_url},
+        "master": {"dispatch_interval": "200ms", "region_heartbeat_timeout": "10s"},
+        "regions": [{"name": "eu", **region}, {"name": "us", **region}],
+    }
+
+
+@contextmanager
+def running_cluster(
+    base: Path,
+    database_admin: Any,
+    template_database: str,
+    topology_of: Callable[[str], dict[str, Any]] = e2e_topology,
+) -> Iterator[RunningCluster]:
+    """`taskmesh up` of ``topology_of(database_url)`` on a fresh ledger; SIGTERM at the end.
+
+    Modules that need another shape of cluster override ``cluster`` with their own topology.
+    """
+    with database_admin.fresh_database(template_database) as database_url:
+        topology = base / "topology.yaml"
+        topology.write_text(yaml.safe_dump(topology_of(database_url)))
+        running = _start(base, topology)
+        try:
+            yield running
+        finally:
+            _stop(running)
+
+
+def _start(base: Path, topology: Path) -> RunningCluster:
+    state_file, log_dir = base / "cluster.json", base / "logs"
+    argv = [sys.executable, "-m", "taskmesh", "up", "--topology", str(topology)]
+    argv += ["--state-file", str(state_file), "--log-dir", str(log_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "TASKMESH_DATABASE_URL"}
+    output = (base / "up.log").open("wb")
+    process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env)
+    running = RunningCluster(state_file, log_dir, process)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not state_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(running)
+            log = (base / "up.log").read_text()
+            pytest.fail(f"taskmesh up did not start:\n{log}\n{running.logs()}")
+        time.sleep(0.1)
+    return running
+
+
+def _stop(running: RunningCluster) -> None:
+    """SIGTERM the supervisor (it stops every daemon), then make sure it is gone."""
+    process = running.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"taskmesh up did not stop within {STOP_TIMEOUT}s:\n{running.logs()}")

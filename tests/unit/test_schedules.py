@@ -181,6 +181,25 @@ def test_misfire_none_skips_missed_fires_and_continues_from_now() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [(MisfirePolicy.ALL, [3, 2, 1, 0]), (MisfirePolicy.LATEST, [0]), (MisfirePolicy.NONE, [])],
+)
+def test_fires_due_while_paused_are_misfires_even_within_the_grace(
+    policy: MisfirePolicy, expected: list[int]
+) -> None:
+    """Paused after the fire 4 minutes ago, resumed now: the fires since then are all missed."""
+    fires = fires_to_materialise(
+        every_minute(policy),
+        created_at=CREATED,
+        last_fire=NOW - timedelta(minutes=4),
+        now=NOW + timedelta(seconds=5),
+        horizon=timedelta(seconds=1),
+        missed_until=NOW + timedelta(seconds=5),
+    )
+    assert fires == minutes_before_now(*expected)
+
+
 @pytest.mark.parametrize("policy", list(MisfirePolicy))
 def test_without_downtime_every_policy_materialises_the_same(policy: MisfirePolicy) -> None:
     """A master that kept up sees no misfire: the next fires within the horizon."""

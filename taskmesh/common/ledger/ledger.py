@@ -158,9 +158,9 @@ class Ledger:
             lambda c: recurring.pause_schedule(c, task_id, now, self._jitter)
         )
 
-    async def resume_schedule(self, task_id: UUID) -> Task:
-        """Let a paused recurring task fire again (missed fires follow its misfire policy)."""
-        return await self._transaction(lambda c: recurring.resume_schedule(c, task_id))
+    async def resume_schedule(self, task_id: UUID, now: datetime) -> Task:
+        """Let a paused recurring task fire again; fires due while paused are misfires."""
+        return await self._transaction(lambda c: recurring.resume_schedule(c, task_id, now))
 
     async def replace_runs(
         self, task_id: UUID, due_at: datetime, now: datetime

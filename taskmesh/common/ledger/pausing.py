@@ -7,6 +7,7 @@ pause or a cancel has committed, and a cancel sees every fire committed before i
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import select, update
@@ -43,6 +44,11 @@ def check_recurring(task: Task, action: str) -> None:
         )
 
 
-async def set_paused(connection: AsyncConnection, task_id: UUID, paused: bool) -> None:
-    """Write the flag of a locked task."""
-    await connection.execute(update(tasks).where(tasks.c.id == task_id).values(paused=paused))
+async def set_paused(
+    connection: AsyncConnection, task_id: UUID, paused: bool, *, resumed_at: datetime | None = None
+) -> None:
+    """Write the flag of a locked task (and, on resume, when it resumed)."""
+    values: dict[str, object] = {"paused": paused}
+    if resumed_at is not None:
+        values["resumed_at"] = resumed_at
+    await connection.execute(update(tasks).where(tasks.c.id == task_id).values(**values))

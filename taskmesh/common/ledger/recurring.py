@@ -68,6 +68,7 @@ def _recurring_from_row(row: Row) -> RecurringTask:
         last_due_at=row["last_due_at"],
         unfinished=bool(row["unfinished"]),
         last_finished_at=row["last_finished_at"],
+        resumed_at=row["resumed_at"],
     )
 
 
@@ -122,9 +123,14 @@ async def pause_schedule(
     return await reads.get_task(connection, task_id), cancellation
 
 
-async def resume_schedule(connection: AsyncConnection, task_id: UUID) -> Task:
-    """Let a paused schedule fire again; idempotent. Missed fires follow the misfire policy."""
-    await lock_task(connection, task_id)
+async def resume_schedule(connection: AsyncConnection, task_id: UUID, now: datetime) -> Task:
+    """Let a paused schedule fire again; idempotent (resuming a running schedule changes nothing).
+
+    ``resumed_at`` is set to ``now``: fires that fell due while paused are misfires, however
+    recent, and follow the misfire policy.
+    """
+    was_paused = await lock_task(connection, task_id)
     check_recurring(await reads.get_task(connection, task_id), "resume")
-    await set_paused(connection, task_id, False)
+    if was_paused:
+        await set_paused(connection, task_id, False, resumed_at=now)
     return await reads.get_task(connection, task_id)

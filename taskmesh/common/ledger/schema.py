@@ -134,6 +134,7 @@ tasks = Table(
     _labels(),
     Column("workflow_id", UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="SET NULL")),
     _now("created_at"),
+    _timestamp("resumed_at"),  # when a paused schedule last resumed: earlier fires are misfires
     UniqueConstraint("idempotency_key"),
     CheckConstraint("name <> ''", name="name"),
     CheckConstraint("command <> ''", name="command"),
@@ -164,6 +165,17 @@ tasks = Table(
     CheckConstraint("retry_multiplier >= 1", name="retry_multiplier"),
     CheckConstraint(f"retry_on <@ ARRAY[{STATES}]::text[]", name="retry_on"),
     Index("ix_tasks_created_at_id", "created_at", "id"),
+    # The materialiser's pass reads recurring tasks only, every second.
+    Index(
+        "ix_tasks_recurring",
+        "created_at",
+        "id",
+        postgresql_where=text("schedule_kind IN ('cron', 'interval')"),
+    ),
+    # The start-deadline sweep starts from the tasks that have a bound.
+    Index(
+        "ix_tasks_start_bound", "id", postgresql_where=text("schedule_to_start_timeout IS NOT NULL")
+    ),
 )
 
 task_dependencies = Table(
