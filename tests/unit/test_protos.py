@@ -222,6 +222,15 @@ def test_task_status_survives_the_wire(latest_run: model.Run | None) -> None:
     assert tasks.task_status_from_proto(message) == status
 
 
+@pytest.mark.parametrize("fired", [False, True], ids=["never-fired", "fired"])
+def test_scheduled_task_survives_the_wire(fired: bool) -> None:
+    task = model.Task(id=uuid4(), spec=full_spec(model.CronSchedule("0 3 * * *")), created_at=T0)
+    fires = (T0 + timedelta(hours=3), T0 + timedelta(hours=27))
+    item = model.ScheduledTask(task, T0 if fired else None, fires if fired else ())
+    message = roundtrip(tasks.scheduled_task_to_proto(item))
+    assert tasks.scheduled_task_from_proto(message) == item
+
+
 def test_claimed_run_survives_the_wire() -> None:
     claimed = model.ClaimedRun(
         run_id=uuid4(),
@@ -322,6 +331,7 @@ MODEL_MESSAGES = [
     (model.RunEvent, run_pb2.RunEvent, True),
     (model.ClaimedRun, region_pb2.ClaimedRun, True),
     (model.TaskStatus, scheduler_pb2.TaskStatus, True),
+    (model.ScheduledTask, scheduler_pb2.ScheduledTask, True),
     (model.Region, cluster_pb2.RegionStatus, False),
     (model.Worker, cluster_pb2.WorkerStatus, False),
 ]
@@ -464,6 +474,9 @@ SERVICES = {
         "SetPriority": (False, False),
         "WatchEvents": (False, True),
         "GetCluster": (False, False),
+        "PauseSchedule": (False, False),
+        "ResumeSchedule": (False, False),
+        "ListSchedules": (False, False),
     },
     ("region_pb2", "Region"): {
         "Delegate": (False, False),
