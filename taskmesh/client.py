@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -29,7 +29,7 @@ from taskmesh.common import model
 from taskmesh.common.errors import UnavailableError, ValidationError
 from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.cluster import region_from_proto
-from taskmesh.common.rpc.runs import run_from_proto
+from taskmesh.common.rpc.runs import run_event_from_proto, run_from_proto
 from taskmesh.common.rpc.status import error_from_rpc
 from taskmesh.common.rpc.tasks import (
     scheduled_task_from_proto,
@@ -77,6 +77,29 @@ class TaskInfo:
         """True when the newest attempt is terminal (a retry would be a newer attempt)."""
         latest = self.latest_run
         return latest is not None and latest.state.is_terminal
+
+
+@dataclass(frozen=True)
+class EventWatch:
+    """Which events ``Client.watch`` follows; filters combine with AND, empty matches all."""
+
+    task_id: UUID | str | None = None
+    workflow_id: UUID | str | None = None
+    run_id: UUID | str | None = None
+    region: str | None = None
+    states: frozenset[model.RunState] = frozenset()
+    after_id: int = 0  # replay the log after this event id first; 0 = new events only
+
+    def request(self) -> scheduler_pb2.WatchEventsRequest:
+        """The ``WatchEvents`` request of this watch."""
+        return scheduler_pb2.WatchEventsRequest(
+            task_id=_text(self.task_id),
+            workflow_id=_text(self.workflow_id),
+            run_id=_text(self.run_id),
+            region=self.region,
+            states=[RUN_STATES[state] for state in sorted(self.states)],
+            after_id=self.after_id,
+        )
 
 
 class Client:
@@ -228,6 +251,24 @@ class Client:
         response = self._call(self._stub.GetCluster, scheduler_pb2.GetClusterRequest())
         return [region_from_proto(region) for region in response.regions]
 
+    def watch(
+        self, events: EventWatch | None = None
+    ) -> Generator[builtins.list[model.RunEvent], None, None]:
+        """Batches of run events as they are recorded, until the caller stops iterating.
+
+        Batches come in the order their transactions committed; an empty batch is the
+        master's keep-alive. Closing the generator (or the client) ends the stream.
+        """
+        request = (events or EventWatch()).request()
+        call = self._stub.WatchEvents(request)
+        try:
+            for response in call:
+                yield [run_event_from_proto(event) for event in response.events]
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+
     def wait(self, task_id: UUID | str, timeout: float, *, poll: float = 0.1) -> TaskInfo:
         """Block until the task's newest attempt is terminal; ``TimeoutError`` after ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -249,6 +290,11 @@ class Client:
             raise error_from_rpc(error) from None
         except ValueError as error:  # a closed channel
             raise UnavailableError(f"client for {self.address} is closed") from error
+
+
+def _text(value: UUID | str | None) -> str | None:
+    """An optional id as the text a request carries."""
+    return None if value is None else str(value)
 
 
 def _default_name(command: str) -> str:

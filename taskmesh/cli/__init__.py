@@ -19,6 +19,7 @@ from taskmesh.cli.db import add_db_commands, ledger_options
 from taskmesh.cli.schedules import add_schedule_commands
 from taskmesh.cli.tasks import add_task_commands
 from taskmesh.cli.workflows import add_workflow_commands
+from taskmesh.cli.watch import add_watch_command
 from taskmesh.common.command_line import EXIT_INTERRUPTED, EXIT_USAGE, Handler, exit_status
 
 __all__ = ["build_parser", "ledger_options", "main", "run_handler"]
@@ -54,5 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(commands)
     add_schedule_commands(commands)
     add_workflow_commands(commands)
+    add_watch_command(commands)
     add_db_commands(commands)
     return parser

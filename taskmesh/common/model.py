@@ -337,6 +337,27 @@ class EventFilter:
     run_id: UUID | None = None
     region: str | None = None
     states: frozenset[RunState] = frozenset()  # match on ``to_state``
+    workflow_id: UUID | None = None  # runs of the workflow's tasks
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EventCursor:
+    """A position in the event log in commit-safe order: after event ``id`` of transaction ``txid``.
+
+    Live tails move by (txid, id), not by id alone: ids are handed out before commit, so a
+    later id can become visible before an earlier one (see ``ledger.reads.follow_events``).
+    """
+
+    txid: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events in commit-safe order, and the cursor to read on from."""
+
+    events: list[RunEvent]
+    cursor: EventCursor
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
-"""Following the ledger's event log for ``WatchEvents``: batches as they are recorded.
+"""Following the ledger's event log for ``WatchEvents``: batches as their transactions commit.
 
-The ledger's NOTIFY only announces due runs, not every transition, so a watch polls the log
+Events come in commit-safe order (see ``ledger.follow_events``): an event whose transaction is
+still open holds back the newer ones until it commits, so a tail never steps past it. The
+ledger's NOTIFY only announces due runs, not every transition, so a watch polls the log
 (one indexed range query per ``POLL_SECONDS``) and sends an empty batch now and then so that
 clients and proxies can tell a quiet stream from a dead one.
 """
@@ -14,29 +16,28 @@ from collections.abc import AsyncIterator
 
 from taskmesh.common.errors import ValidationError
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import EventFilter, RunEvent
+from taskmesh.common.model import EventCursor, EventFilter, RunEvent
 
 POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 10.0
 BATCH = 500
 
 
-async def start_cursor(ledger: Ledger, after_id: int) -> int:
-    """Where a watch starts: after ``after_id``, or after the newest event when it is 0."""
+async def start_cursor(ledger: Ledger, after_id: int) -> EventCursor:
+    """Where a watch starts: after event ``after_id``, or at the present when it is 0."""
     if after_id < 0:
         raise ValidationError("after_id", f"must not be negative, got {after_id}")
-    return after_id or await ledger.last_event_id()
+    return await ledger.event_cursor(after_id)
 
 
 async def watch_events(
-    ledger: Ledger, filters: EventFilter, cursor: int, stopping: asyncio.Event
+    ledger: Ledger, filters: EventFilter, cursor: EventCursor, stopping: asyncio.Event
 ) -> AsyncIterator[list[RunEvent]]:
-    """Batches of events after ``cursor``, oldest first; empty batches are keep-alives."""
+    """Batches of events after ``cursor`` in commit-safe order; empty ones are keep-alives."""
     sent_at = time.monotonic()
     while not stopping.is_set():
-        events = await ledger.events_after(cursor, BATCH, filters)
-        if events:
-            cursor = events[-1].id
+        page = await ledger.follow_events(cursor, BATCH, filters)
+        events, cursor = page.events, page.cursor
         if events or time.monotonic() - sent_at >= KEEPALIVE_SECONDS:
             yield events
             sent_at = time.monotonic()

@@ -296,11 +296,10 @@ def _task_target(target: str | None, task_id: str) -> UUID:
 def _event_filter(request: scheduler_pb2.WatchEventsRequest) -> EventFilter:
     """The ledger filter of a watch request."""
     has = request.HasField
-    if has("workflow_id"):
-        raise NotSupportedError("watching a workflow_id is not available yet")
     return EventFilter(
         task_id=uuid(request.task_id, "task_id") if has("task_id") else None,
         run_id=uuid(request.run_id, "run_id") if has("run_id") else None,
         region=request.region if has("region") else None,
         states=_states(request.states),
+        workflow_id=uuid(request.workflow_id, "workflow_id") if has("workflow_id") else None,
     )

@@ -13,6 +13,7 @@ from uuid import UUID
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import (
+    EventCursor,
     EventFilter,
     Run,
     RunEvent,
@@ -200,12 +201,12 @@ class TaskApi:
         """Every topology region as the ledger, the region and the master see it."""
         return await cluster_status(self._ledger, self._regions)
 
-    async def event_cursor(self, after_id: int) -> int:
-        """Where an event watch starts: after ``after_id``, or after the newest event when 0."""
+    async def event_cursor(self, after_id: int) -> EventCursor:
+        """Where an event watch starts: after event ``after_id``, or at the present when 0."""
         return await start_cursor(self._ledger, after_id)
 
     def watch_events(
-        self, filters: EventFilter, cursor: int, stopping: asyncio.Event
+        self, filters: EventFilter, cursor: EventCursor, stopping: asyncio.Event
     ) -> AsyncIterator[list[RunEvent]]:
         """Batches of run events after ``cursor`` until ``stopping``; empty ones are keep-alives."""
         return watch_events(self._ledger, filters, cursor, stopping)

@@ -39,7 +39,9 @@ from taskmesh.common.ledger.retries import DEFAULT_LOST_RETRY_LIMIT, Jitter
 from taskmesh.common.model import (
     Cancellation,
     ClaimedRun,
+    EventCursor,
     EventFilter,
+    EventPage,
     ReapResult,
     RecurringTask,
     Region,
@@ -226,9 +228,17 @@ class Ledger:
             lambda c: reads.events_after(c, event_id, limit, filters or EventFilter())
         )
 
-    async def last_event_id(self) -> int:
-        """The newest event id (0 when the log is empty): where a live stream starts."""
-        return await self._transaction(reads.last_event_id)
+    async def follow_events(
+        self, cursor: EventCursor, limit: int = 500, filters: EventFilter | None = None
+    ) -> EventPage:
+        """The next events of a live tail, in commit-safe order; see ``reads.follow_events``."""
+        return await self._transaction(
+            lambda c: reads.follow_events(c, cursor, limit, filters or EventFilter())
+        )
+
+    async def event_cursor(self, after_id: int) -> EventCursor:
+        """Where a live tail starts: after event ``after_id``, or at the present when 0."""
+        return await self._transaction(lambda c: reads.event_cursor(c, after_id))
 
     async def count_pending(self) -> int:
         """How many attempts wait in ``pending``: the backlog for admission control."""

@@ -26,7 +26,9 @@ from taskmesh.common.ledger.schema import (
     workers,
 )
 from taskmesh.common.model import (
+    EventCursor,
     EventFilter,
+    EventPage,
     Region,
     Run,
     RunEvent,
@@ -177,6 +179,9 @@ def _event_conditions(filters: EventFilter) -> list[ColumnElement[bool]]:
         conditions.append(run_events.c.region == filters.region)
     if filters.states:
         conditions.append(run_events.c.to_state.in_(sorted(str(s) for s in filters.states)))
+    if filters.workflow_id is not None:
+        members = select(tasks.c.id).where(tasks.c.workflow_id == filters.workflow_id)
+        conditions.append(run_events.c.task_id.in_(members.scalar_subquery()))
     return conditions
 
 
@@ -193,11 +198,47 @@ async def events_after(
     return [event_from_row(row) for row in (await connection.execute(query)).mappings()]
 
 
-async def last_event_id(connection: AsyncConnection) -> int:
-    """The id of the newest event, 0 for an empty log: where a live stream starts."""
-    return int(
-        (await connection.execute(select(func.coalesce(func.max(run_events.c.id), 0)))).scalar_one()
+# Transactions older than every one still running: their events can no longer change.
+FINISHED_HORIZON = text("SELECT (pg_snapshot_xmin(pg_current_snapshot()))::text::bigint")
+
+
+async def follow_events(
+    connection: AsyncConnection, cursor: EventCursor, limit: int, filters: EventFilter
+) -> EventPage:
+    """Events after ``cursor`` whose transactions have finished, in (txid, id) order.
+
+    Ids are allocated at insert, not at commit, so "id above the last one sent" can skip an
+    event whose transaction commits late. Every transaction below the horizon has finished, so
+    the events below it form a set that never grows: reading it in (txid, id) order and moving
+    the cursor through it misses nothing and repeats nothing.
+    """
+    horizon = int((await connection.execute(FINISHED_HORIZON)).scalar_one())
+    position = tuple_(run_events.c.txid, run_events.c.id)
+    query = (
+        select(run_events)
+        .where(position > tuple_(cursor.txid, cursor.id), run_events.c.txid < horizon)
+        .where(*_event_conditions(filters))
+        .order_by(run_events.c.txid, run_events.c.id)
+        .limit(limit)
     )
+    rows = (await connection.execute(query)).mappings().all()
+    events = [event_from_row(row) for row in rows]
+    if len(rows) == limit:
+        return EventPage(events, EventCursor(rows[-1]["txid"], rows[-1]["id"]))
+    # Everything below the horizon has been read: later events all belong to newer transactions.
+    return EventPage(events, max(cursor, EventCursor(horizon, 0)))
+
+
+async def event_cursor(connection: AsyncConnection, after_id: int) -> EventCursor:
+    """Where a tail starts: right after event ``after_id``, or at the present when it is 0."""
+    if after_id == 0:
+        horizon = int((await connection.execute(FINISHED_HORIZON)).scalar_one())
+        return EventCursor(horizon, 0)
+    query = select(run_events.c.txid).where(run_events.c.id == after_id)
+    txid = (await connection.execute(query)).scalar_one_or_none()
+    if txid is None:
+        raise NotFoundError(f"after_id: no event {after_id} in the log; resume from 0 or a sent id")
+    return EventCursor(int(txid), after_id)
 
 
 async def count_pending(connection: AsyncConnection) -> int:

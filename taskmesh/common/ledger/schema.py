@@ -44,6 +44,7 @@ from taskmesh.common.model import (
 
 OUTPUT_TAIL_LIMIT = 65536  # characters of output kept per attempt
 ERROR_LIMIT = 8192  # characters of error text kept per attempt
+CURRENT_TXID = "(pg_current_xact_id())::text::bigint"  # the writing transaction, never wraps
 
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
@@ -176,6 +177,7 @@ tasks = Table(
     Index(
         "ix_tasks_start_bound", "id", postgresql_where=text("schedule_to_start_timeout IS NOT NULL")
     ),
+    Index("ix_tasks_workflow_id", "workflow_id"),
 )
 
 task_dependencies = Table(
@@ -289,8 +291,11 @@ run_events = Table(
     Column("region", Text),
     Column("worker_id", Text),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # The writing transaction, for reading the log in commit-safe order (see ``reads``).
+    Column("txid", BigInteger, nullable=False, server_default=text(CURRENT_TXID)),
     CheckConstraint(f"from_state IS NULL OR {one_of('from_state', RunState)}", name="from_state"),
     CheckConstraint(one_of("to_state", RunState), name="to_state"),
     Index("ix_run_events_run_id", "run_id"),
     Index("ix_run_events_task_id_id", "task_id", "id"),
+    Index("ix_run_events_txid_id", "txid", "id"),
 )
