@@ -120,7 +120,11 @@ async def test_a_lost_worker_returns_unstarted_runs_and_loses_running_ones(
         await region.delegate([started_run, waiting_run])
         first, _ = await worker.assigned(2)
         await worker.start(first.run)
-        await run_state(ledger, started_run.run_id, RunState.RUNNING)
+        # A silent worker may be declared lost before this poll sees ``running``: wait for the
+        # start to be recorded, whichever state the run is in by then.
+        await eventually(
+            lambda: ledger.get_run(started_run.run_id), lambda run: run.started_at is not None
+        )
         if how == "dropped":
             await worker.drop()
         lost = await run_state(ledger, started_run.run_id, RunState.LOST)

@@ -32,7 +32,7 @@ from taskmesh.worker.daemon import Worker
 from taskmesh.worker.region_link import LinkState
 from taskmesh.worker.settings import WorkerSettings
 
-WAIT = 10.0  # seconds: a bound that only a hang reaches
+WAIT = 60.0  # seconds: a bound that only a hang reaches (the machine is shared and noisy)
 Message = region_pb2.WorkerMessage
 Predicate = Callable[[Message], bool]
 Context = grpc.aio.ServicerContext[Message, region_pb2.RegionMessage]
