@@ -18,8 +18,8 @@ from taskmesh.cli.daemons import add_daemon_commands
 from taskmesh.cli.db import add_db_commands, ledger_options
 from taskmesh.cli.schedules import add_schedule_commands
 from taskmesh.cli.tasks import add_task_commands
-from taskmesh.cli.workflows import add_workflow_commands
 from taskmesh.cli.watch import add_watch_command
+from taskmesh.cli.workflows import add_workflow_commands
 from taskmesh.common.command_line import EXIT_INTERRUPTED, EXIT_USAGE, Handler, exit_status
 
 __all__ = ["build_parser", "ledger_options", "main", "run_handler"]
