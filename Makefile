@@ -18,8 +18,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv \
-		&& $(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' \
-		|| $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+		&& $(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,bench]' \
+		|| $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	touch $@
 
 # The embedded ledger and the test harness run Debian's PostgreSQL server binaries.

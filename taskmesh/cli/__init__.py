@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from taskmesh import __version__
+from taskmesh.cli.bench import add_bench_command
 from taskmesh.cli.cluster import add_cluster_commands
 from taskmesh.cli.daemons import add_daemon_commands
 from taskmesh.cli.db import add_db_commands, ledger_options
@@ -57,4 +58,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_commands(commands)
     add_watch_command(commands)
     add_db_commands(commands)
+    add_bench_command(commands)
     return parser

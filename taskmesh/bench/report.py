@@ -1,0 +1,125 @@
+"""The benchmark's report: a table on the terminal, JSON, and a PNG of the latency distribution.
+
+matplotlib is optional (``pip install 'taskmesh[bench]'``): only ``--plot`` needs it, so it is
+imported there and a missing install is reported before any measuring starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from taskmesh.bench.load import BenchmarkError
+
+Row = tuple[str, str, str, str]
+
+# The targets of issue #8 (this machine, durable ledger).
+THROUGHPUT_OF_PROBE = 0.35
+PICKUP_P99_MS = {200: 20.0, 1000: 100.0}
+IDLE_WORKER_MIB = 60.0
+QUEUED_REGION_MIB = 150.0
+
+
+def check_plotting() -> None:
+    """Fail early, with the fix, when matplotlib is not installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise BenchmarkError(
+            "--plot needs matplotlib: pip install 'taskmesh[bench]' (or leave out --plot)"
+        )
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def table_rows(results: Mapping[str, Any]) -> list[Row]:
+    """(scenario, figure, value, target) for every figure measured."""
+    rows: list[Row] = []
+    probe = results.get("probe")
+    if probe:
+        figure = f"claim+complete rows/s (batch {probe['best_batch']})"
+        rows.append(("probe", figure, f"{probe['rows_per_second']:,.0f}", ""))
+    throughput = results.get("throughput")
+    if throughput:
+        figure = f"{throughput['runs']:,} no-op runs/s, submit→last succeeded"
+        target = ""
+        if "throughput_of_probe" in results:
+            share = results["throughput_of_probe"]
+            target = f"{share:.0%} of probe (≥35%: {_verdict(share >= THROUGHPUT_OF_PROBE)})"
+        rows.append(("throughput", figure, f"{throughput['runs_per_second']:,.0f}", target))
+    for point in results.get("pickup", []):
+        limit = PICKUP_P99_MS.get(point["rate"])
+        target = f"p99 ≤ {limit:.0f} ms: {_verdict(point['p99'] <= limit)}" if limit else ""
+        figure = f"pickup @{point['rate']}/s (got {point['achieved_rate']:.0f}/s) p50/p99/max"
+        value = f"{point['p50']:.0f}/{point['p99']:.0f}/{point['max']:.0f} ms"
+        rows.append(("pickup", figure, value, target))
+    for mode, figures in results.get("submit", {}).items():
+        rows.append(("submit", f"{mode} tasks/s", f"{figures['tasks_per_second']:,.0f}", ""))
+    rows += _memory_rows(results.get("memory", {}))
+    return rows
+
+
+def _memory_rows(memory: Mapping[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, mib in memory.get("idle", {}).items():
+        target = ""
+        if name.startswith("worker"):
+            target = f"≤ {IDLE_WORKER_MIB:.0f} MB: {_verdict(mib <= IDLE_WORKER_MIB)}"
+        rows.append(("memory", f"{name} idle RSS", f"{mib:.0f} MiB", target))
+    for name, mib in memory.get("peak_during_throughput", {}).items():
+        rows.append(("memory", f"{name} peak RSS, throughput", f"{mib:.0f} MiB", ""))
+    queued = memory.get("queued")
+    if queued:
+        for name, mib in queued["rss_mib"].items():
+            target = ""
+            if name.startswith("region"):
+                target = f"≤ {QUEUED_REGION_MIB:.0f} MB: {_verdict(mib <= QUEUED_REGION_MIB)}"
+            figure = f"{name} RSS, {queued['runs']:,} queued"
+            rows.append(("memory", figure, f"{mib:.0f} MiB", target))
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """Rows as aligned columns under a header."""
+    header: Row = ("scenario", "figure", "value", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, report: Mapping[str, Any]) -> None:
+    """The whole report as indented JSON."""
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def write_plot(path: Path, latencies: Mapping[int, Sequence[float]], title: str) -> None:
+    """The cumulative distribution of pickup latency at each offered load, as a PNG."""
+    import matplotlib  # noqa: PLC0415 - optional, and slow to import
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: PLC0415
+
+    figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
+    for rate, seconds in sorted(latencies.items()):
+        ordered = sorted(max(value * 1000, 0.01) for value in seconds)
+        if not ordered:
+            continue
+        shares = [(index + 1) / len(ordered) for index in range(len(ordered))]
+        axes.step(ordered, shares, where="post", label=f"{rate} runs/s offered")
+    axes.set_xscale("log")
+    axes.set_xlabel("pickup latency: due → started on a worker (ms, log scale)")
+    axes.set_ylabel("share of runs")
+    axes.set_ylim(0, 1.01)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.set_title(title)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)

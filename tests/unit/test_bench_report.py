@@ -1,0 +1,62 @@
+"""The pure parts of `taskmesh bench`: option parsing, percentiles, the result table."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskmesh.bench.report import format_table, table_rows
+from taskmesh.bench.scenarios import latency_summary, percentile
+from taskmesh.cli import main
+
+
+def test_percentile_is_nearest_rank() -> None:
+    ordered = [float(value) for value in range(1, 101)]
+    assert percentile(ordered, 0.50) == 50.0
+    assert percentile(ordered, 0.99) == 99.0
+    assert percentile(ordered, 1.0) == 100.0
+    assert percentile([], 0.5) == 0.0
+
+
+def test_latency_summary_is_in_milliseconds() -> None:
+    assert latency_summary([0.001, 0.002, 0.010]) == {
+        "p50": 2.0,
+        "p90": 10.0,
+        "p99": 10.0,
+        "max": 10.0,
+    }
+
+
+def test_table_judges_the_targets() -> None:
+    results = {
+        "probe": {"best_batch": 500, "rows_per_second": 10_000.0},
+        "throughput": {"runs": 1000, "runs_per_second": 4000.0},
+        "throughput_of_probe": 0.4,
+        "pickup": [
+            {"rate": 200, "achieved_rate": 199.0, "p50": 5.0, "p99": 30.0, "max": 40.0},
+        ],
+        "memory": {"idle": {"worker-eu-1": 50.0, "master": 90.0}},
+    }
+    table = format_table(table_rows(results))
+    lines = table.splitlines()
+    assert lines[0].split() == ["scenario", "figure", "value", "target"]
+    assert "40% of probe (≥35%: met)" in table
+    assert "p99 ≤ 20 ms: MISSED" in table
+    assert "≤ 60 MB: met" in table
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenario", "throughput,speed"], "unknown scenario speed"),
+        (["--runs", "0"], "must be at least 1"),
+        (["--rates", "200,fast"], "expected an integer"),
+        (["--pickup-seconds", "-1"], "must be above 0"),
+    ],
+)
+def test_bad_options_name_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert f"argument {argv[0]}" in error
