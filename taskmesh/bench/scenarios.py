@@ -108,6 +108,7 @@ async def throughput(target: Target, runs: int) -> dict[str, Any]:
         "submit_seconds": round(submitted - started, 3),
         "seconds": round(seconds, 3),
         "runs_per_second": round(runs / seconds, 1),
+        "stages": await target.ledger.stages(tag),
     }
 
 

@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from taskmesh.common.errors import ValidationError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.ledger.engine import asyncpg_url
-from taskmesh.common.model import RunState, TaskSpec, Transition, WorkflowTask
+from taskmesh.common.model import (
+    AtSchedule,
+    Executor,
+    RunState,
+    TaskSpec,
+    Transition,
+    WorkflowTask,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # the clock of conftest.Scenario
 
@@ -104,3 +111,32 @@ async def test_a_graph_that_is_no_dag_is_refused(ledger: Ledger, database_url: s
         await ledger.submit_workflow("dangling", [item("a"), item("b", "a", "zzz")], NOW)
     assert raised.value.field == "tasks[1].depends_on[1]"
     assert await workflow_count(database_url) == 0
+
+
+async def test_independent_tasks_are_stored_in_bulk_as_a_single_submit_would(
+    ledger: Ledger,
+) -> None:
+    """Plain tasks (no dependency, no key) take the bulk path; keyed and dependent ones do not."""
+    later = datetime(2026, 3, 2, tzinfo=UTC)
+    items = [
+        item("a", region="eu", priority=7, labels={"bench": "x"}),
+        item("b", schedule=AtSchedule(later)),
+        item("keyed", idempotency_key=f"key-{uuid4()}"),
+        item("after-a", "a"),
+        item("c", executor=Executor.NOOP),
+    ]
+    workflow = await ledger.submit_workflow("bulk", items, NOW)
+    assert list(workflow.tasks) == ["a", "b", "keyed", "after-a", "c"]
+    for task, run in workflow.tasks.values():
+        assert await ledger.get_task(task.id) == task
+        assert task.workflow_id == workflow.workflow_id
+        assert run is not None
+        assert await ledger.get_run(run.id) == run
+    runs = {name: run for name, (_, run) in workflow.tasks.items() if run is not None}
+    assert runs["a"].state is RunState.PENDING
+    assert (runs["a"].region, runs["a"].priority) == ("eu", 7)
+    assert runs["b"].due_at == later
+    assert runs["after-a"].state is RunState.BLOCKED
+    assert runs["c"].due_at == NOW
+    claimed = await ledger.claim_due_runs({"eu": 10}, NOW)
+    assert {run.run_id for run in claimed} == {runs[n].id for n in ("a", "keyed", "c")}

@@ -44,6 +44,34 @@ TIMINGS = text("""
       AND r.state = 'succeeded'
 """)
 
+# Where the time of one tag's runs went, stage by stage (seconds; p50 and max of each), and
+# the moment each stage's last run passed, relative to the first due time.
+STAGES = text("""
+    WITH r AS (
+        SELECT r.* FROM runs AS r JOIN tasks AS t ON t.id = r.task_id
+        WHERE t.labels @> jsonb_build_object(CAST(:label AS text), CAST(:tag AS text))
+          AND r.state = 'succeeded'
+    ), spans AS (
+        SELECT EXTRACT(EPOCH FROM delegated_at - due_at) AS due_to_delegated,
+               EXTRACT(EPOCH FROM assigned_at - delegated_at) AS delegated_to_assigned,
+               EXTRACT(EPOCH FROM started_at - assigned_at) AS assigned_to_started,
+               EXTRACT(EPOCH FROM finished_at - started_at) AS started_to_finished,
+               EXTRACT(EPOCH FROM delegated_at - (SELECT min(due_at) FROM r)) AS delegated,
+               EXTRACT(EPOCH FROM finished_at - (SELECT min(due_at) FROM r)) AS finished,
+               EXTRACT(EPOCH FROM due_at - (SELECT min(due_at) FROM r)) AS due
+        FROM r
+    )
+    SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50,
+           max(seconds) AS max
+    FROM spans CROSS JOIN LATERAL (VALUES
+        ('due_to_delegated', due_to_delegated), ('delegated_to_assigned', delegated_to_assigned),
+        ('assigned_to_started', assigned_to_started),
+        ('started_to_finished', started_to_finished), ('last_due', due),
+        ('last_delegated', delegated), ('last_finished', finished)
+    ) AS s(stage, seconds)
+    GROUP BY stage
+""")
+
 PROBE_CREATE = text(f"""
     CREATE TABLE {PROBE_TABLE} (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -136,6 +164,19 @@ class BenchmarkLedger:
         first_due = min((float(row.due) for row in rows), default=None)
         last_finished = max((float(row.finished) for row in rows), default=None)
         return RunTimings(pickups, first_due, last_finished)
+
+    async def stages(self, tag: str) -> dict[str, dict[str, float]]:
+        """Seconds spent in each stage by the succeeded runs of ``tag`` (p50 and max)."""
+        with translated_errors():
+            async with self._engine.connect() as connection:
+                rows = await connection.execute(STAGES, {"label": LABEL, "tag": tag})
+                return {
+                    str(row.stage): {
+                        "p50": round(float(row.p50), 4),
+                        "max": round(float(row.max), 4),
+                    }
+                    for row in rows
+                }
 
     async def probe(self, batch: int, rows: int) -> ProbeResult:
         """Fill a fresh probe table with ``rows``, then claim and complete them ``batch`` at once.

@@ -74,6 +74,19 @@ def schedule_values(schedule: Schedule | None) -> dict[str, Any]:
     raise TypeError(f"unknown schedule {schedule!r}")
 
 
+# Every column ``schedule_values`` may set: rows inserted together must all name the same ones.
+SCHEDULE_COLUMNS = (
+    "schedule_kind",
+    "schedule_at",
+    "cron_expression",
+    "cron_timezone",
+    "interval_every",
+    "interval_start_at",
+    "misfire",
+    "overlap",
+)
+
+
 def task_values(spec: TaskSpec) -> dict[str, Any]:
     """The ``tasks`` row of a spec (without id, created_at and workflow)."""
     retry = spec.retry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,7 +15,7 @@ from taskmesh.common.ledger import pausing, reads
 from taskmesh.common.ledger.changes import notify_due
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, readiness
-from taskmesh.common.ledger.rows import as_uuid, task_values
+from taskmesh.common.ledger.rows import SCHEDULE_COLUMNS, as_uuid, task_from_row, task_values
 from taskmesh.common.ledger.schema import task_dependencies, tasks, workflows
 from taskmesh.common.model import AtSchedule, Run, RunState, Task, TaskSpec
 
@@ -118,6 +118,44 @@ async def submit_task(
     if run.state is RunState.PENDING and due_at <= now:
         await notify_due(connection)
     return task, run, True
+
+
+def is_plain(spec: TaskSpec) -> bool:
+    """True for a task that needs no per-task lookup: no dependencies, no idempotency key."""
+    return not spec.dependencies and spec.idempotency_key is None
+
+
+async def submit_plain_tasks(
+    connection: AsyncConnection, specs: Sequence[TaskSpec], now: datetime, workflow_id: UUID
+) -> list[tuple[Task, Run | None]]:
+    """Store plain tasks (see ``is_plain``) and their first runs: two statements for any number.
+
+    Such a task is always new and always ready, so nothing needs reading first; this is the
+    path a batch of independent tasks takes instead of one ``submit_task`` each.
+    """
+    if not specs:
+        return []
+    # Ids are chosen here so that the rows can be matched to the specs whatever order
+    # RETURNING gives; asking SQLAlchemy to keep the order would insert one row at a time.
+    ids = [uuid4() for _ in specs]
+    common = {**dict.fromkeys(SCHEDULE_COLUMNS), "created_at": now, "workflow_id": workflow_id}
+    values = [
+        {**common, **task_values(spec), "id": id_} for id_, spec in zip(ids, specs, strict=True)
+    ]
+    rows = (await connection.execute(insert(tasks).returning(*tasks.c), values)).mappings()
+    by_id = {as_uuid(row["id"]): task_from_row({**row, "dependencies": ()}) for row in rows}
+    stored = [by_id[id_] for id_ in ids]
+    due = [(task, first_due_at(task.spec, now)) for task in stored]
+    fresh = [
+        run
+        for task, at in due
+        if at is not None
+        for run in new_runs(task, [at], Readiness.READY, now)
+    ]
+    runs = {run.task_id: run for run in await insert_runs(connection, fresh)}
+    if any(run.due_at <= now for run in runs.values()):
+        await notify_due(connection)
+    return [(task, runs.get(task.id)) for task in stored]
 
 
 async def materialise_runs(

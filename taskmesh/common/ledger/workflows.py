@@ -10,7 +10,12 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import NotFoundError, ValidationError
-from taskmesh.common.ledger.submission import create_workflow, submit_task
+from taskmesh.common.ledger.submission import (
+    create_workflow,
+    is_plain,
+    submit_plain_tasks,
+    submit_task,
+)
 from taskmesh.common.model import Run, SubmittedWorkflow, Task, TaskSpec, WorkflowTask
 from taskmesh.common.task_graph import topological_order
 
@@ -25,9 +30,17 @@ async def submit_workflow(
     """
     order = _storing_order(items)
     workflow_id = await create_workflow(connection, name, now)
-    stored: dict[str, tuple[Task, Run | None]] = {}
+    # Independent tasks are stored in bulk first (nothing can depend on an unstored task);
+    # the rest one by one, each after its dependencies.
+    plain = [
+        index for index in order if is_plain(items[index].spec) and not items[index].depends_on
+    ]
+    bulk = await submit_plain_tasks(connection, [items[i].spec for i in plain], now, workflow_id)
+    stored = {items[index].local_name: pair for index, pair in zip(plain, bulk, strict=True)}
     for index in order:
         item = items[index]
+        if item.local_name in stored:
+            continue
         local = tuple(stored[dependency][0].id for dependency in item.depends_on)
         spec = replace(item.spec, dependencies=(*item.spec.dependencies, *local))
         stored[item.local_name] = await _submit_member(connection, index, spec, now, workflow_id)
