@@ -100,8 +100,8 @@ def _scratch_dir() -> Path:
 
 
 def _plot_title(report: dict[str, Any]) -> str:
-    machine = report["machine"]
-    return f"taskmesh pickup latency ({machine['cpus']} CPUs, {report['started_at'][:16]} UTC)"
+    when = report["started_at"][:16].replace("T", " ")
+    return f"taskmesh pickup latency ({report['machine']['cpus']} CPUs, {when} UTC)"
 
 
 async def _measure(
@@ -124,7 +124,7 @@ async def _measure(
         latencies = await _measure_cluster(options, url, work_dir, ledger, results)
         if "probe" in results and "throughput" in results:
             share = results["throughput"]["runs_per_second"] / results["probe"]["rows_per_second"]
-            results["throughput_of_probe"] = round(share, 3)
+            results["throughput_of_probe"] = round(share, 6)
         report["load_average_after"] = list(os.getloadavg())
         return report, latencies
     finally:
