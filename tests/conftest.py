@@ -89,6 +89,15 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--chaos-full``: run the chaos scenarios (tests/chaos) at full size."""
+    parser.addoption(
+        "--chaos-full",
+        action="store_true",
+        help="run tests/chaos at full size (e.g. 1,000 queued runs) instead of the reduced one",
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[EmbeddedPostgres]:
     """The session's throwaway PostgreSQL, stopped at session end or interpreter exit."""

@@ -427,6 +427,22 @@ class EmbeddedPostgres:
             shutil.rmtree(self._layout.base_dir, ignore_errors=True)
             self._layout = None
 
+    def halt(self) -> None:
+        """Stop the server but keep its data and port, so ``resume`` brings it back as it was.
+
+        For fault injection (a ledger outage) and maintenance; ``stop`` is the final stop.
+        """
+        pid = self.pid()
+        if pid is not None:
+            self._shut_down(self.layout, pid)
+
+    def resume(self) -> str:
+        """Start a halted server again on its saved port; returns its URL."""
+        if not self.is_running():
+            self._remove_stale_pidfile(self.layout)
+            self._launch(self.layout)
+        return self.url()
+
     def __enter__(self) -> Self:
         """Start the server."""
         self.start()

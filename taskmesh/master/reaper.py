@@ -1,7 +1,8 @@
 """The reaper: takes back the runs of regions whose ledger heartbeat went stale.
 
 Reaping is a singleton duty: among several masters only the holder of the ``reaper`` advisory
-lock reaps; the others stand by and try to take the lock again every pass. Reaped runs that had
+lock reaps; the others stand by and try to take the lock again every pass. For one timeout
+after taking the duty it only watches (see ``on_acquired``). Reaped runs that had
 not started go back to pending (the dispatcher re-delegates them when a region has credit);
 running ones become lost and follow their retry policy.
 """
@@ -9,6 +10,7 @@ running ones become lost and follow their retry policy.
 from __future__ import annotations
 
 import logging
+import time
 
 from taskmesh.common.ledger import DEFAULT_LOST_RETRY_LIMIT, Ledger
 from taskmesh.common.model import ReapResult
@@ -41,9 +43,22 @@ class Reaper(SingletonDuty):
         self._clock = clock
         self._timeout = timeout
         self._lost_retries = {region.name: region.lost_run_retries for region in topology.regions}
+        self._reap_after = 0.0  # monotonic time before which passes reap nothing
+
+    def on_acquired(self) -> None:
+        """Reap nothing for one timeout after taking the duty.
+
+        The duty is (re)taken at start-up, by a standby after the active master died, and after
+        a ledger outage. The heartbeats in the ledger may be stale then only because the
+        regions could not write them (the ledger was away) or nobody looked; a region that is
+        alive refreshes its row within the timeout, so only the really dead ones are reaped.
+        """
+        self._reap_after = time.monotonic() + self._timeout.total_seconds()
 
     async def run_pass(self) -> list[ReapResult]:
-        """One reaping pass."""
+        """One reaping pass (none during the grace after taking the duty)."""
+        if time.monotonic() < self._reap_after:
+            return []
         return await self.reap_once()
 
     async def reap_once(self) -> list[ReapResult]:

@@ -48,8 +48,12 @@ class SingletonDuty(abc.ABC):
     async def run_pass(self) -> object:
         """One pass of the duty."""
 
+    def on_acquired(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Called each time this master takes the duty, before its first pass."""
+
     async def _run_while_leader(self, leadership: Leadership) -> None:
         """A pass per interval until stopped or the lock is lost."""
+        self.on_acquired()
         while not self._stopping.is_set() and not leadership.lost.is_set():
             await self.run_pass()
             await self._pause()

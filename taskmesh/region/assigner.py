@@ -79,24 +79,33 @@ class Assigner:
         return sum(len(runs) for runs in batches.values())
 
     def _send(self, batches: dict[ConnectedWorker, list[HeldRun]], at: datetime) -> None:
-        """One AssignRuns per worker, and one ledger ticket for every ``assigned``."""
-        transitions: list[Transition] = []
+        """Record every ``assigned``, then send each worker its runs the ledger let through.
+
+        The write comes first (fencing): a region that lost a run while it was frozen or cut
+        off (reaped, re-delegated under a newer epoch) learns it from the refusal and drops
+        the run before any worker could start it a second time.
+        """
+        held = [run for runs in batches.values() for run in runs]
+        transitions = [run.transition(RunState.ASSIGNED, at) for run in held]
+        if transitions:
+            self._runtime.writer.record(transitions, lambda done: self._dispatch(held, done))
+
+    def _dispatch(self, held: list[HeldRun], outcomes: list[TransitionOutcome]) -> None:
+        """Send the assignments the ledger applied; drop the runs it refused."""
+        batches: dict[ConnectedWorker, list[HeldRun]] = defaultdict(list)
+        registry = self._runtime.registry
+        for run, outcome in zip(held, outcomes, strict=True):
+            if registry.holder(run.run_id) is not run:
+                continue  # taken back meanwhile (its worker left, or it was cancelled)
+            if outcome.applied or outcome.refusal is TransitionRefusal.DUPLICATE:
+                worker = registry.get(run.worker_id)
+                if worker is not None:
+                    batches[worker].append(run)
+                continue
+            log.warning("run %s dropped, the ledger refused it: %s", run.run_id, outcome.refusal)
+            self._runtime.discard(run)
         for worker, runs in batches.items():
             worker.send(messages.assign(runs))
-            transitions += [held.transition(RunState.ASSIGNED, at) for held in runs]
-        if transitions:
-            self._runtime.writer.record(transitions, self._check_assigned)
-
-    def _check_assigned(self, outcomes: list[TransitionOutcome]) -> None:
-        """Withdraw runs the ledger would not let this region assign (fenced off meanwhile)."""
-        for outcome in outcomes:
-            if outcome.applied or outcome.refusal is TransitionRefusal.DUPLICATE:
-                continue
-            transition = outcome.transition
-            held = self._runtime.registry.holder(transition.run_id)
-            if held is not None and held.epoch == transition.epoch:
-                log.warning("run %s cannot be assigned: %s", held.run_id, outcome.refusal)
-                self._runtime.withdraw(held, f"the ledger refused it: {outcome.refusal}")
 
     def _time_out(self, queued: QueuedRun, at: datetime) -> None:
         """Record a run that waited past its schedule-to-start bound as timed out."""

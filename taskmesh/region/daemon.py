@@ -31,6 +31,7 @@ from taskmesh.region.handover import Handover
 from taskmesh.region.health import HealthServer
 from taskmesh.region.heartbeat import Heartbeat
 from taskmesh.region.ledger_writer import LedgerWriter
+from taskmesh.region.orphans import DelegationAudit, reclaim_previous_work
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.status import readiness, region_status
 from taskmesh.region.watchdog import WorkerWatchdog
@@ -178,6 +179,7 @@ class RegionDaemon:
             "assigner": Assigner(runtime),
             "worker-watchdog": WorkerWatchdog(runtime, sessions),
             "heartbeat": heartbeat,
+            "delegation-audit": DelegationAudit(runtime, ledger),
         }
 
         def report() -> dict[str, object]:
@@ -189,7 +191,8 @@ class RegionDaemon:
         return _Parts(ledger, runtime, sessions, heartbeat, loops, health, server, http)
 
     async def _startup(self, parts: _Parts) -> RegionHandle:
-        """Bind the listeners and write the first heartbeat."""
+        """Take back a previous process's work, bind the listeners, write the first heartbeat."""
+        await reclaim_previous_work(parts.runtime, parts.ledger)
         grpc_address = await self._start_grpc(parts.server, parts.runtime)
         http_address = await parts.http.start()
         await parts.heartbeat.beat()  # the region's row exists before anyone is told it is up

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from taskmesh.common.errors import LedgerUnavailableError
-from taskmesh.common.model import Transition, TransitionOutcome
+from taskmesh.common.model import Transition, TransitionOutcome, TransitionRefusal
 from taskmesh.common.retry_policies import ledger_retrying
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class LedgerWriter:
         self._arrived = asyncio.Event()
         self._stopping = False
         self.ledger_available = True  # False from a failed write until the next success
+        self.stale_refusals = 0  # writes the ledger refused for a stale epoch (fenced off)
 
     @property
     def pending(self) -> int:
@@ -144,7 +145,8 @@ class LedgerWriter:
         return outcomes
 
     def _deliver(self, tickets: list[_Ticket], outcomes: list[TransitionOutcome]) -> None:
-        """Hand each ticket its slice of the outcomes."""
+        """Count the fenced-off writes, then hand each ticket its slice of the outcomes."""
+        self._count_stale(outcomes)
         start = 0
         for ticket in tickets:
             end = start + len(ticket.transitions)
@@ -157,6 +159,23 @@ class LedgerWriter:
                     ticket.on_written(mine)
                 except Exception:
                     log.exception("handling written transitions failed")
+
+    def _count_stale(self, outcomes: list[TransitionOutcome]) -> None:
+        """Count and log the writes refused because the run moved on to a newer epoch."""
+        stale = [o for o in outcomes if o.refusal is TransitionRefusal.STALE_EPOCH]
+        if not stale:
+            return
+        self.stale_refusals += len(stale)
+        example = stale[0].transition
+        log.warning(
+            "the ledger refused %d writes with a stale epoch (e.g. %s of run %s at epoch %d, "
+            "now %s); the region no longer owns those runs",
+            len(stale),
+            example.target,
+            example.run_id,
+            example.epoch,
+            stale[0].current_epoch,
+        )
 
     def _fail(self, ticket: _Ticket, error: Exception) -> None:
         """Report a ticket the ledger rejected for good (a bug or a malformed item)."""

@@ -111,6 +111,16 @@ class RegionRuntime:
             worker.send(messages.cancel([(held.run_id, held.epoch)], reason))
         self.wake()
 
+    def discard(self, held: HeldRun) -> None:
+        """Drop a run the region no longer owns before its worker was told about it."""
+        if self.registry.release(held.run_id) is None:
+            return
+        self.board.settle(held.run_id, held.kind, held.worker_id)
+        worker = self.registry.get(held.worker_id)
+        if worker is not None:
+            worker.free_slots = min(worker.slots, worker.free_slots + 1)
+        self.wake()
+
     def take_back(self, held: HeldRun, reason: str) -> None:
         """Take a run off a worker that is gone: back to the queue, or lost if it had started.
 

@@ -48,6 +48,22 @@ async def test_reap_once_requeues_a_stale_regions_runs(ledger: Ledger) -> None:
         await clients.close()
 
 
+async def test_a_new_holder_of_the_duty_waits_one_timeout_before_reaping(ledger: Ledger) -> None:
+    """After taking the duty (start, takeover, ledger back) stale heartbeats get one timeout."""
+    topology = make_topology(("eu",), heartbeat_timeout=0.5)
+    await ledger.heartbeat_region("eu", "127.0.0.1:1", 10, T0)
+    clients = RegionClients.for_topology(topology, {}, "test-master")
+    try:
+        reaper = Reaper(ledger, clients, topology, clock=lambda: T0 + timedelta(seconds=11))
+        reaper.on_acquired()
+        assert await reaper.run_pass() == []
+        await asyncio.sleep(0.6)
+        (result,) = await reaper.run_pass()
+        assert result.region == "eu"
+    finally:
+        await clients.close()
+
+
 async def test_a_running_master_reaps_and_keeps_runs_pending_without_a_region(
     ledger: Ledger,
 ) -> None:

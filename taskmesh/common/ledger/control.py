@@ -123,11 +123,16 @@ def _by_due(attempts: list[Run]) -> tuple[Run, ...]:
     return tuple(sorted(attempts, key=lambda run: (run.due_at, run.attempt)))
 
 
+# A worker may have started an assigned run whose start its region never recorded (the region
+# froze or died first): to be safe it is lost, never re-delegated as if it had not run.
+MAYBE_STARTED = frozenset({RunState.ASSIGNED, RunState.RUNNING})
+
+
 def _reaped(item: Locked, region: str, now: datetime) -> Change:
     """The change that takes an attempt back from a dead region."""
     run, detail = item.run, {"cause": "region_lost", "region": region}
-    if run.state is RunState.RUNNING:
-        error = f"region {region} stopped heartbeating while this run was running"
+    if run.state in MAYBE_STARTED:
+        error = f"region {region} stopped heartbeating while this run was {run.state}"
         lost = replace(run, state=RunState.LOST, finished_at=now, error=error)
         return Change(item, lost, now, detail)
     keep_region = item.placement is Placement.STRICT
@@ -147,9 +152,16 @@ async def reap_region(
     now: datetime,
     jitter: retries.Jitter,
     lost_retry_limit: int,
+    *,
+    started_only: bool = False,
 ) -> ReapResult:
-    """Take back a dead region's attempts: unstarted ones to pending, running ones lost."""
-    states = sorted(str(state) for state in IN_FLIGHT_STATES)
+    """Take back a dead region's attempts: delegated ones to pending, assigned or running lost.
+
+    ``started_only`` leaves the delegated ones alone (a restarting region takes back only what
+    its previous process may have started; see ``taskmesh.region.orphans``).
+    """
+    reaped = MAYBE_STARTED if started_only else IN_FLIGHT_STATES
+    states = sorted(str(state) for state in reaped)
     locked = await lock(connection, LOCK_BY_REGION, region=region, states=states)
     written = await transitions.apply(
         connection, [[_reaped(i, region, now) for i in locked.values()]]

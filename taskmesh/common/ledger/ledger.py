@@ -244,6 +244,10 @@ class Ledger:
         """How many attempts wait in ``pending``: the backlog for admission control."""
         return await self._transaction(reads.count_pending)
 
+    async def delegated_before(self, region: str, before: datetime) -> list[tuple[UUID, int]]:
+        """(run id, epoch) of runs delegated to ``region`` before ``before``, still delegated."""
+        return await self._transaction(lambda c: reads.delegated_before(c, region, before))
+
     async def list_regions(self) -> list[Region]:
         """Every region that has sent a heartbeat."""
         return await self._transaction(reads.list_regions)
@@ -309,10 +313,13 @@ class Ledger:
         now: datetime,
         *,
         lost_retry_limit: int = DEFAULT_LOST_RETRY_LIMIT,
+        started_only: bool = False,
     ) -> ReapResult:
-        """Take back a dead region's runs and mark it down."""
+        """Take back a dead region's runs and mark it down; see ``control.reap_region``."""
         return await self._transaction(
-            lambda c: control.reap_region(c, region, now, self._jitter, lost_retry_limit)
+            lambda c: control.reap_region(
+                c, region, now, self._jitter, lost_retry_limit, started_only=started_only
+            )
         )
 
     # --- membership ---------------------------------------------------------------------------

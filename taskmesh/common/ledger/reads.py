@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -259,3 +260,15 @@ async def list_workers(connection: AsyncConnection, region: str | None) -> list[
     if region is not None:
         query = query.where(workers.c.region == region)
     return [worker_from_row(row) for row in (await connection.execute(query)).mappings()]
+
+
+async def delegated_before(
+    connection: AsyncConnection, region: str, before: datetime
+) -> list[tuple[UUID, int]]:
+    """(run id, epoch) of the runs delegated to ``region`` before ``before`` and still there."""
+    query = select(runs.c.id, runs.c.epoch).where(
+        runs.c.region == region,
+        runs.c.state == str(RunState.DELEGATED),
+        runs.c.delegated_at < before,
+    )
+    return [(row.id, row.epoch) for row in await connection.execute(query)]

@@ -1,0 +1,244 @@
+"""Chaos scenarios against real processes; each ends with the invariant checker.
+
+Work is submitted and watched through the master's gRPC API only; faults are signals to the
+daemons' processes and a halt of the ledger server. Every command appends its task's token to
+the execution log, which the checker compares with the ledger. Recovery time is the time from
+the fault until every run the scenario submitted has finished.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+import grpc
+import pytest
+from chaos_cluster import ChaosCluster
+from chaos_table import ChaosTable
+from invariants import InvariantChecker, Report
+
+from taskmesh.common.errors import TaskmeshError
+from taskmesh.common.model import RunState, TaskSpec
+from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
+from taskmesh.common.rpc.tasks import task_spec_to_proto
+
+pytestmark = pytest.mark.slow
+
+FINISH_TIMEOUT = 240.0  # generous: catches hangs, not slowness
+BATCH = 500  # tasks per SubmitWorkflow call
+
+
+class Scenario:
+    """Submits a scenario's tasks, waits for them, and checks and tabulates the outcome."""
+
+    def __init__(
+        self, name: str, cluster: ChaosCluster, checker: InvariantChecker, table: ChaosTable
+    ) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.checker = checker
+        self.table = table
+        self.tokens: dict[UUID, str] = {}
+        self.fault_at = time.monotonic()
+
+    def submit(self, count: int, *, seconds: float, region: str | None = None) -> None:
+        """Submit ``count`` one-shot tasks that sleep, then record their execution.
+
+        They go in as one workflow without dependencies (one transaction per 500 tasks), so a
+        region gets a real backlog at once; one ``Submit`` call per task is too slow for that.
+        """
+        log = shlex.quote(str(self.checker.execution_log))
+        tokens = [f"{self.name}-{len(self.tokens) + index}" for index in range(count)]
+        channel = grpc.insecure_channel(self.cluster.live_master().addresses["grpc"])
+        with channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            for start in range(0, count, BATCH):
+                batch = tokens[start : start + BATCH]
+                specs = [
+                    _spec(f"sleep {seconds}; echo {token} >> {log}", token, region)
+                    for token in batch
+                ]
+                request = scheduler_pb2.SubmitWorkflowRequest(tasks=specs)
+                response = stub.SubmitWorkflow(request, timeout=60.0)
+                for token in batch:
+                    self.tokens[UUID(response.task_ids[token])] = token
+
+    def fault(self) -> None:
+        """Mark the moment of the fault (recovery time is counted from here)."""
+        self.fault_at = time.monotonic()
+
+    def finish(self) -> Report:
+        """Wait until every run finished, check the invariants, add the table row."""
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        task_ids = list(self.tokens)
+        while self.checker.unfinished(task_ids) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        recovery = time.monotonic() - self.fault_at
+        report = self.checker.check(self.tokens)
+        self.table.add(self.name, report, recovery)
+        assert report.violations == [], "\n".join(report.violations[:20]) + self.cluster.logs()
+        assert report.completed == report.submitted
+        return report
+
+
+def _spec(command: str, token: str, region: str | None) -> scheduler_pb2.WorkflowTask:
+    """One workflow task running ``command``, named (and locally named) ``token``."""
+    spec = TaskSpec(name=token, command=command, region=region)
+    return scheduler_pb2.WorkflowTask(local_name=token, spec=task_spec_to_proto(spec))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def count_in(cluster: ChaosCluster, state: RunState, region: str) -> int:
+    """How many of the latest runs in ``region`` are in ``state`` (via the master's API)."""
+    try:
+        with cluster.client() as client:
+            return len(client.list(states=[state], region=region, limit=5000))
+    except TaskmeshError:
+        return 0
+
+
+@pytest.fixture
+def scenario(
+    request: pytest.FixtureRequest,
+    chaos_cluster: ChaosCluster,
+    checker: InvariantChecker,
+    chaos_table: ChaosTable,
+) -> Scenario:
+    name = request.node.name.removeprefix("test_")
+    return Scenario(name, chaos_cluster, checker, chaos_table)
+
+
+def test_worker_sigkill_mid_run(scenario: Scenario, full: bool) -> None:
+    """A worker killed while running: its runs are lost and retried, nothing runs twice else."""
+    cluster = scenario.cluster
+    scenario.submit(64 if full else 8, seconds=1.0, region="eu")
+    wait_for(lambda: count_in(cluster, RunState.RUNNING, "eu") >= 4)
+    scenario.fault()
+    cluster.workers["worker-eu-1"].kill()
+    time.sleep(0.5)
+    cluster.start_worker("eu", 0)
+    report = scenario.finish()
+    assert report.lost_attempts >= 1  # the killed worker held running runs
+
+
+def test_region_sigkill_with_queued_runs(scenario: Scenario, full: bool) -> None:
+    """A region killed holding many queued runs and restarted: each run ends exactly once."""
+    cluster = scenario.cluster
+    count = 1000 if full else 100
+    scenario.submit(count, seconds=0.5 if full else 0.3, region="eu")
+    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 2)
+    scenario.fault()
+    cluster.regions["eu"].kill()
+    time.sleep(0.5)
+    cluster.start_region("eu")
+    scenario.finish()
+
+
+def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
+    """A region frozen past its lease is reaped; when it thaws, its stale work changes nothing."""
+    cluster = scenario.cluster
+    count = 300 if full else 40
+    scenario.submit(count, seconds=0.5 if full else 0.3, region="eu")
+    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 3)
+    scenario.fault()
+    region = cluster.regions["eu"]
+    region.signal(signal.SIGSTOP)
+    time.sleep(4.0)  # twice the master's region_heartbeat_timeout
+    region.signal(signal.SIGCONT)
+    scenario.finish()
+    _, report = region.readiness()
+    assert report["stale_epoch_refusals"] > 0  # it tried to assign runs it no longer owned
+
+
+def test_master_sigkill_during_dispatch(scenario: Scenario, full: bool) -> None:
+    """The master killed while it delegates a burst, then restarted: no run is stranded."""
+    cluster = scenario.cluster
+    scenario.submit(500 if full else 60, seconds=0.05)
+    scenario.fault()
+    master = cluster.live_master()
+    master.kill()
+    cluster.masters.remove(master)
+    cluster.start_master()
+    scenario.finish()
+
+
+def test_regions_carry_on_without_a_master(scenario: Scenario, full: bool) -> None:
+    """With every master down, regions assign what they hold and record the results."""
+    cluster = scenario.cluster
+    count = 300 if full else 40
+    scenario.submit(count, seconds=0.2, region="eu")
+    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 2)
+    scenario.fault()
+    master = cluster.live_master()
+    master.kill()
+    cluster.masters.remove(master)
+    try:
+        wait_for(lambda: scenario.checker.unfinished(list(scenario.tokens)) == 0, 120.0)
+    finally:
+        cluster.start_master()
+    scenario.finish()
+
+
+def test_ledger_restart_under_load(scenario: Scenario, full: bool) -> None:
+    """PostgreSQL stops for a while: daemons report not ready, keep results, and recover."""
+    cluster = scenario.cluster
+    count = 300 if full else 40
+    scenario.submit(count, seconds=0.3)
+    wait_for(lambda: count_in(cluster, RunState.RUNNING, "eu") >= 2)
+    scenario.fault()
+    cluster.server.halt()
+    try:
+        region = cluster.regions["eu"]
+        wait_for(lambda: region.readiness()[0] == 503, 30.0)
+        time.sleep(3.0 if full else 1.0)
+    finally:
+        cluster.server.resume()
+    wait_for(lambda: region.readiness()[0] == 200, 60.0)
+    scenario.finish()
+    daemons = [*cluster.regions.values(), *cluster.masters, *cluster.workers.values()]
+    assert [d.name for d in daemons if not d.alive] == []  # no daemon crashed
+
+
+def test_standby_master_takes_over(scenario: Scenario, full: bool) -> None:
+    """Two masters; the first is SIGKILLed, then a region dies: the standby reaps it."""
+    cluster = scenario.cluster
+    cluster.start_master()
+    first = cluster.masters[0]
+    first.kill()
+    cluster.masters.remove(first)
+    count = 200 if full else 24
+    scenario.submit(count, seconds=0.3, region="eu")
+    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 4)
+    scenario.fault()
+    region = cluster.regions["eu"]
+    region.kill()
+    try:
+        wait_for(lambda: scenario.checker.unfinished(list(scenario.tokens)) == 0, 120.0)
+    finally:
+        cluster.start_region("eu")
+    scenario.finish()
+
+
+def test_two_masters_at_once(scenario: Scenario, full: bool) -> None:
+    """Two masters dispatch the same ledger: every run is delegated and executed once."""
+    cluster = scenario.cluster
+    second = cluster.start_master()
+    try:
+        scenario.fault()
+        scenario.submit(500 if full else 60, seconds=0.05)
+        report = scenario.finish()
+        assert report.executions == report.submitted
+    finally:
+        second.stop()
+        cluster.masters.remove(second)
