@@ -19,6 +19,7 @@ from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.topology import Address
 from taskmesh.worker.foreman import Foreman
 from taskmesh.worker.health import HealthServer
+from taskmesh.worker.orphan_guard import OrphanGuard
 from taskmesh.worker.outbox import Outbox
 from taskmesh.worker.region_link import LinkState, RegionLink
 from taskmesh.worker.settings import WorkerSettings
@@ -35,11 +36,13 @@ class Worker:
     def __init__(self, settings: WorkerSettings, *, backoff: Backoff | None = None) -> None:
         self.settings = settings
         self.outbox = Outbox()
+        self.guard = OrphanGuard()
         self.slots = SlotPool(
             settings.slots,
             on_start=lambda assignment, at: self.link.report_started(assignment.key, at),
             on_finish=lambda assignment, result: self.foreman.record(result),
             output_limit=settings.output_limit,
+            guard=self.guard,
         )
         self.foreman = Foreman(
             settings,
@@ -95,6 +98,7 @@ class Worker:
         the region link is starting; the region need not be reachable yet.
         """
         await self._health.start()
+        self.guard.start()
         logger.info(
             "worker %s: %d slots, region %s at %s",
             self.worker_id,
@@ -111,6 +115,7 @@ class Worker:
                 await self._drain()
                 await self._close_link(link)
         finally:
+            self.guard.stop()
             await self._health.stop()
         logger.info("worker %s stopped", self.worker_id)
 

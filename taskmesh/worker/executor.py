@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from taskmesh.common.model import Executor, RunState
 
@@ -46,6 +47,18 @@ class Outcome:
     error: str = ""
 
 
+class GroupGuard(Protocol):
+    """Who kills a command's process group should the worker die (``OrphanGuard``)."""
+
+    def watch(self, pgid: int) -> None:
+        """The group exists."""
+        ...
+
+    def forget(self, pgid: int) -> None:
+        """The group is gone."""
+        ...
+
+
 class OutputTail:
     """Keeps the last ``limit`` bytes written to it."""
 
@@ -72,13 +85,15 @@ async def execute(
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     *,
     on_start: Callable[[datetime], None] | None = None,
+    guard: GroupGuard | None = None,
 ) -> Outcome:
     """Run ``execution`` to its end, its timeout, or the caller's cancellation.
 
     ``on_start`` is called with the start time once the process exists (at once for ``noop``);
     it is not called when the command cannot be started. Cancellation kills the process group
     and re-raises ``CancelledError`` after the group is gone, so a cancelled run never leaves a
-    process behind.
+    process behind. ``guard`` is told of the group while it lives, to kill it should the
+    worker itself die.
     """
     started_at = _now()
     started = _StartListener(on_start, started_at)
@@ -89,6 +104,22 @@ async def execute(
         process = await _start(execution, started)
     except OSError as exc:
         return Outcome(RunState.FAILED, started_at, _now(), error=f"cannot start command: {exc}")
+    if guard is not None:
+        guard.watch(process.pid)
+    try:
+        return await _supervise(process, execution, output_limit, started_at)
+    finally:
+        if guard is not None:
+            guard.forget(process.pid)
+
+
+async def _supervise(
+    process: asyncio.subprocess.Process,
+    execution: Execution,
+    output_limit: int,
+    started_at: datetime,
+) -> Outcome:
+    """Collect the output of a started command until it ends, times out or is cancelled."""
     tail = OutputTail(output_limit)
     reader = asyncio.create_task(_drain(process, tail), name="executor-output")
     timeout = execution.timeout.total_seconds() if execution.timeout else None

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import assert_never
 
 from taskmesh.common.model import RunState
-from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT, Outcome, execute
+from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT, GroupGuard, Outcome, execute
 from taskmesh.worker.messages import Assignment, Result, RunKey
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class SlotPool:
         on_start: StartListener,
         on_finish: FinishListener,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        guard: GroupGuard | None = None,
     ) -> None:
         if total < 1:
             raise ValueError(f"a worker needs at least one slot, got {total}")
@@ -71,6 +72,7 @@ class SlotPool:
         self._on_start = on_start
         self._on_finish = on_finish
         self._output_limit = output_limit
+        self._guard = guard
         self._slots: dict[RunKey, _Slot] = {}
         self._group: asyncio.TaskGroup | None = None
         self._idle = asyncio.Event()
@@ -172,6 +174,7 @@ class SlotPool:
                 assignment.execution,
                 self._output_limit,
                 on_start=lambda at: self._started(slot, at),
+                guard=self._guard,
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()
