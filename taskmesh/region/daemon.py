@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as grpc_health
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import RegionState
 from taskmesh.common.retry_policies import ledger_retrying
-from taskmesh.common.rpc import keepalive, region_pb2_grpc
+from taskmesh.common.rpc import region_pb2_grpc
 from taskmesh.common.topology import Address, RegionConfig
 from taskmesh.region.assigner import Assigner
 from taskmesh.region.breakers import BreakerBoard
@@ -222,7 +222,7 @@ class RegionDaemon:
         heartbeat: Heartbeat,
     ) -> grpc.aio.Server:
         """The gRPC server with the Region, WorkerLink and health services."""
-        server = grpc.aio.server(options=keepalive.SERVER_OPTIONS)
+        server = grpc.aio.server()
         describe = lambda: region_status(runtime, heartbeat.heartbeat_at)  # noqa: E731
         region_pb2_grpc.add_RegionServicer_to_server(RegionService(runtime, describe), server)
         region_pb2_grpc.add_WorkerLinkServicer_to_server(

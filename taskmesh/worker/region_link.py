@@ -25,7 +25,7 @@ from typing import Protocol
 import grpc
 
 from taskmesh.common.retry_policies import Backoff, reconnect_backoff
-from taskmesh.common.rpc import keepalive, region_pb2, region_pb2_grpc
+from taskmesh.common.rpc import region_pb2, region_pb2_grpc
 from taskmesh.worker.messages import (
     RunKey,
     draining_message,
@@ -132,8 +132,7 @@ class RegionLink:
 
     async def _connect(self) -> None:
         """One stream, from ``register`` to its end."""
-        options = keepalive.CLIENT_OPTIONS
-        async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+        async with grpc.aio.insecure_channel(self.address) as channel:
             call = region_pb2_grpc.WorkerLinkStub(channel).Connect()
             self._started.clear()
             self._outbox.resend_all()

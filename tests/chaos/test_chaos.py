@@ -154,9 +154,7 @@ def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
     scenario.fault()
     region = cluster.regions["eu"]
     region.signal(signal.SIGSTOP)
-    worker = cluster.workers["worker-eu-1"]
-    wait_for(lambda: worker.readiness()[0] == 503, 30.0)  # keepalive: it noticed the freeze
-    time.sleep(max(0.0, scenario.fault_at + 4.0 - time.monotonic()))  # 2× the lease
+    time.sleep(4.0)  # twice the master's region_heartbeat_timeout
     region.signal(signal.SIGCONT)
     scenario.finish()
     _, report = region.readiness()
