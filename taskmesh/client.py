@@ -27,7 +27,7 @@ import grpc
 
 from taskmesh.common import model
 from taskmesh.common.errors import UnavailableError, ValidationError
-from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
+from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.cluster import region_from_proto
 from taskmesh.common.rpc.runs import run_event_from_proto, run_from_proto
 from taskmesh.common.rpc.status import error_from_rpc
@@ -280,6 +280,15 @@ class Client:
                 state = info.latest_run.state if info.latest_run else "no run yet"
                 raise TimeoutError(f"task {task_id} not finished after {timeout}s ({state})")
             time.sleep(poll)
+
+    def drain_worker(
+        self, worker_id: str, *, reason: str = "", grace: timedelta | None = None
+    ) -> str:
+        """Ask a worker, through its region, to drain; returns the region's name."""
+        request = cluster_pb2.DrainWorkerRequest(worker_id=worker_id, reason=reason)
+        if grace is not None:
+            request.grace.FromTimedelta(grace)
+        return self._call(self._stub.DrainWorker, request).region
 
     def _call(
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request

@@ -147,6 +147,12 @@ class RegionClient:
             return None
         return response.status
 
+    async def drain_worker(
+        self, request: cluster_pb2.DrainWorkerRequest
+    ) -> cluster_pb2.DrainWorkerResponse:
+        """Ask the region to drain one of its workers (no retry: the operator sees the error)."""
+        return await self._stub.DrainWorker(request, timeout=DESCRIBE_TIMEOUT)
+
     async def close(self) -> None:
         """Close the channel; calls in flight fail."""
         await self._channel.close()

@@ -13,11 +13,12 @@ from uuid import UUID
 
 import grpc.aio
 
-from taskmesh.common.errors import TaskmeshError, ValidationError
+from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import EventFilter, RunState, WorkflowTask
-from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
+from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.runs import run_event_to_proto, run_to_proto
+from taskmesh.common.rpc.status import error_from_rpc
 from taskmesh.common.rpc.tasks import (
     scheduled_task_to_proto,
     task_spec_from_proto,
@@ -210,6 +211,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         """Every region with its credit, queue, breakers and workers."""
         return await _answer(context, self._get_cluster())
 
+    async def DrainWorker(
+        self, request: cluster_pb2.DrainWorkerRequest, context: Context
+    ) -> cluster_pb2.DrainWorkerResponse:
+        """Ask one worker, through its region, to drain."""
+        return await _answer(context, _drain_worker(self._ledger, self._regions, request))
+
     async def _get_cluster(self) -> scheduler_pb2.GetClusterResponse:
         """GetCluster from the ledger, the regions and the breakers."""
         regions = await cluster_status(self._ledger, self._regions)
@@ -260,6 +267,24 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             schedules=[scheduled_task_to_proto(item) for item in found],
             observed_at=timestamp(now),
         )
+
+
+async def _drain_worker(
+    ledger: Ledger, regions: RegionClients, request: cluster_pb2.DrainWorkerRequest
+) -> cluster_pb2.DrainWorkerResponse:
+    """Find the worker's region in the ledger and ask that region to drain it."""
+    if not request.worker_id:
+        raise ValidationError("worker_id", "give the id of the worker to drain")
+    workers = {worker.id: worker for worker in await ledger.list_workers()}
+    worker = workers.get(request.worker_id)
+    if worker is None:
+        raise NotFoundError(
+            f"no worker {request.worker_id!r} is registered; `taskmesh cluster` lists them"
+        )
+    try:
+        return await regions.get(worker.region).drain_worker(request)
+    except grpc.aio.AioRpcError as error:
+        raise error_from_rpc(error) from None
 
 
 async def _answer(context: Context, work: Awaitable[R]) -> R:

@@ -14,10 +14,11 @@ from uuid import UUID
 
 import grpc
 
-from taskmesh.common.errors import ValidationError
+from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.model import PRIORITY_MAX, PRIORITY_MIN, RunState, Transition
 from taskmesh.common.rpc import cluster_pb2, region_pb2, region_pb2_grpc
 from taskmesh.common.rpc.runs import claimed_run_from_proto
+from taskmesh.common.rpc.status import abort_with
 from taskmesh.region import messages
 from taskmesh.region.holdings import QueuedRun
 from taskmesh.region.runtime import RegionRuntime
@@ -34,7 +35,7 @@ def refusal(run_id: str, reason: Reason.ValueType, detail: str) -> region_pb2.Re
 
 
 class RegionService(region_pb2_grpc.RegionServicer):
-    """Serves ``Region``: Delegate, Reprioritise, Cancel and Describe."""
+    """Serves ``Region``: Delegate, Reprioritise, Cancel, Describe and DrainWorker."""
 
     def __init__(
         self, runtime: RegionRuntime, describe: Callable[[], cluster_pb2.RegionStatus]
@@ -174,6 +175,26 @@ class RegionService(region_pb2_grpc.RegionServicer):
     ) -> region_pb2.DescribeResponse:
         """The region's own status."""
         return region_pb2.DescribeResponse(status=self._describe())
+
+    async def DrainWorker(
+        self,
+        request: cluster_pb2.DrainWorkerRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> cluster_pb2.DrainWorkerResponse:
+        """Ask one connected worker to drain (it stops taking work, finishes, disconnects)."""
+        runtime = self._runtime
+        worker = runtime.registry.get(request.worker_id)
+        if worker is None:
+            error = NotFoundError(
+                f"worker {request.worker_id!r} is not connected to region {runtime.name}"
+            )
+            await abort_with(context, error)
+        grace = runtime.config.shutdown_timeout
+        if request.HasField("grace"):
+            grace = request.grace.ToTimedelta()
+        worker.send(messages.drain(request.reason or "drain requested", grace))
+        log.info("asked worker %s to drain within %s", worker.id, grace)
+        return cluster_pb2.DrainWorkerResponse(region=runtime.name)
 
 
 def _check(region: str, name: str, priority: int) -> None:

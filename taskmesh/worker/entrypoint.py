@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from taskmesh.common.command_line import address_argument
 from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.errors import ConfigError
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
 from taskmesh.common.topology import Address, Topology, load_topology
@@ -71,8 +72,9 @@ async def serve_worker(
 def register_cli(commands: Subcommands) -> None:
     """Add ``taskmesh worker`` to the ``taskmesh`` command's subparsers."""
     parser = commands.add_parser("worker", help="run one worker of a region")
-    parser.add_argument("--region", required=True, help="name of the region to join")
-    parser.add_argument("--topology", type=Path, required=True, help="topology file")
+    # Not required by argparse: `taskmesh worker drain ID` shares this parser; checked below.
+    parser.add_argument("--region", help="name of the region to join (required)")
+    parser.add_argument("--topology", type=Path, help="topology file (required)")
     parser.add_argument(
         "--slots", type=_positive, help="concurrent runs (default: the region's workers.slots)"
     )
@@ -96,6 +98,10 @@ def register_cli(commands: Subcommands) -> None:
 
 def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The ``taskmesh worker`` handler: serve until a signal, then exit 0."""
+    given = {"--region": args.region, "--topology": args.topology}
+    problems = [f"{option} is required to run a worker" for option, v in given.items() if not v]
+    if problems:
+        raise ConfigError(problems, "taskmesh worker")
     configure_logging()
     topology = load_topology(args.topology, environ=env)
     asyncio.run(

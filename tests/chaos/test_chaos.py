@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from uuid import UUID
@@ -21,8 +23,8 @@ from chaos_table import ChaosTable
 from invariants import InvariantChecker, Report
 
 from taskmesh.common.errors import TaskmeshError
-from taskmesh.common.model import RunState, TaskSpec
-from taskmesh.common.rpc import scheduler_pb2, scheduler_pb2_grpc
+from taskmesh.common.model import Placement, RunState, TaskSpec
+from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.tasks import task_spec_to_proto
 
 pytestmark = pytest.mark.slow
@@ -44,7 +46,14 @@ class Scenario:
         self.tokens: dict[UUID, str] = {}
         self.fault_at = time.monotonic()
 
-    def submit(self, count: int, *, seconds: float, region: str | None = None) -> None:
+    def submit(
+        self,
+        count: int,
+        *,
+        seconds: float,
+        region: str | None = None,
+        placement: Placement = Placement.PREFER,
+    ) -> None:
         """Submit ``count`` one-shot tasks that sleep, then record their execution.
 
         They go in as one workflow without dependencies (one transaction per 500 tasks), so a
@@ -58,7 +67,7 @@ class Scenario:
             for start in range(0, count, BATCH):
                 batch = tokens[start : start + BATCH]
                 specs = [
-                    _spec(f"sleep {seconds}; echo {token} >> {log}", token, region)
+                    _spec(f"sleep {seconds}; echo {token} >> {log}", token, region, placement)
                     for token in batch
                 ]
                 request = scheduler_pb2.SubmitWorkflowRequest(tasks=specs)
@@ -84,9 +93,11 @@ class Scenario:
         return report
 
 
-def _spec(command: str, token: str, region: str | None) -> scheduler_pb2.WorkflowTask:
+def _spec(
+    command: str, token: str, region: str | None, placement: Placement
+) -> scheduler_pb2.WorkflowTask:
     """One workflow task running ``command``, named (and locally named) ``token``."""
-    spec = TaskSpec(name=token, command=command, region=region)
+    spec = TaskSpec(name=token, command=command, region=region, placement=placement)
     return scheduler_pb2.WorkflowTask(local_name=token, spec=task_spec_to_proto(spec))
 
 
@@ -108,6 +119,36 @@ def count_in(cluster: ChaosCluster, state: RunState, region: str) -> int:
         return 0
 
 
+def region_status(cluster: ChaosCluster, region: str) -> cluster_pb2.RegionStatus:
+    """``region`` as the master's GetCluster reports it (empty when it cannot tell)."""
+    try:
+        with grpc.insecure_channel(cluster.live_master().addresses["grpc"]) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            response = stub.GetCluster(scheduler_pb2.GetClusterRequest(), timeout=10.0)
+    except grpc.RpcError:
+        return cluster_pb2.RegionStatus()
+    statuses = [status for status in response.regions if status.name == region]
+    return statuses[0] if statuses else cluster_pb2.RegionStatus()
+
+
+def queue_depth(cluster: ChaosCluster, region: str) -> int:
+    """How many runs wait in ``region``'s queue, as the region's own ``/readyz`` says.
+
+    Not the master's GetCluster: it may show what it last heard from a region it cannot reach.
+    """
+    try:
+        return int(cluster.regions[region].readiness()[1]["queue_depth"])
+    except OSError:
+        return 0
+
+
+def running_on(cluster: ChaosCluster, worker_id: str) -> int:
+    """How many runs the worker runs, as its region reports it."""
+    region = worker_id.split("-")[1]
+    workers = region_status(cluster, region).workers
+    return sum(worker.running for worker in workers if worker.id == worker_id)
+
+
 @pytest.fixture
 def scenario(
     request: pytest.FixtureRequest,
@@ -122,8 +163,10 @@ def scenario(
 def test_worker_sigkill_mid_run(scenario: Scenario, full: bool) -> None:
     """A worker killed while running: its runs are lost and retried, nothing runs twice else."""
     cluster = scenario.cluster
-    scenario.submit(64 if full else 8, seconds=1.0, region="eu")
-    wait_for(lambda: count_in(cluster, RunState.RUNNING, "eu") >= 4)
+    count = 64 if full else 8
+    scenario.submit(count, seconds=3.0, region="eu", placement=Placement.STRICT)
+    # eu has 8 slots: with 8 runs running there, worker-eu-1 runs some of them
+    wait_for(lambda: count_in(cluster, RunState.RUNNING, "eu") >= min(count, 8))
     scenario.fault()
     cluster.workers["worker-eu-1"].kill()
     time.sleep(0.5)
@@ -132,25 +175,12 @@ def test_worker_sigkill_mid_run(scenario: Scenario, full: bool) -> None:
     assert report.lost_attempts >= 1  # the killed worker held running runs
 
 
-def test_region_sigkill_with_queued_runs(scenario: Scenario, full: bool) -> None:
-    """A region killed holding many queued runs and restarted: each run ends exactly once."""
-    cluster = scenario.cluster
-    count = 1000 if full else 100
-    scenario.submit(count, seconds=0.5 if full else 0.3, region="eu")
-    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 2)
-    scenario.fault()
-    cluster.regions["eu"].kill()
-    time.sleep(0.5)
-    cluster.start_region("eu")
-    scenario.finish()
-
-
 def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
     """A region frozen past its lease is reaped; when it thaws, its stale work changes nothing."""
     cluster = scenario.cluster
     count = 300 if full else 40
     scenario.submit(count, seconds=0.5 if full else 0.3, region="eu")
-    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 3)
+    wait_for(lambda: queue_depth(cluster, "eu") >= count // 3)
     scenario.fault()
     region = cluster.regions["eu"]
     region.signal(signal.SIGSTOP)
@@ -159,6 +189,19 @@ def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
     scenario.finish()
     _, report = region.readiness()
     assert report["stale_epoch_refusals"] > 0  # it tried to assign runs it no longer owned
+
+
+def test_region_sigkill_with_queued_runs(scenario: Scenario, full: bool) -> None:
+    """A region killed holding many queued runs and restarted: each run ends exactly once."""
+    cluster = scenario.cluster
+    count = 1000 if full else 100
+    scenario.submit(count, seconds=0.5 if full else 0.3, region="eu")
+    wait_for(lambda: queue_depth(cluster, "eu") >= count // 2)
+    scenario.fault()
+    cluster.regions["eu"].kill()
+    time.sleep(0.5)
+    cluster.start_region("eu")
+    scenario.finish()
 
 
 def test_master_sigkill_during_dispatch(scenario: Scenario, full: bool) -> None:
@@ -178,7 +221,7 @@ def test_regions_carry_on_without_a_master(scenario: Scenario, full: bool) -> No
     cluster = scenario.cluster
     count = 300 if full else 40
     scenario.submit(count, seconds=0.2, region="eu")
-    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 2)
+    wait_for(lambda: queue_depth(cluster, "eu") >= count // 2)
     scenario.fault()
     master = cluster.live_master()
     master.kill()
@@ -219,7 +262,7 @@ def test_standby_master_takes_over(scenario: Scenario, full: bool) -> None:
     cluster.masters.remove(first)
     count = 200 if full else 24
     scenario.submit(count, seconds=0.3, region="eu")
-    wait_for(lambda: count_in(cluster, RunState.DELEGATED, "eu") >= count // 4)
+    wait_for(lambda: queue_depth(cluster, "eu") >= count // 4)
     scenario.fault()
     region = cluster.regions["eu"]
     region.kill()
@@ -242,3 +285,32 @@ def test_two_masters_at_once(scenario: Scenario, full: bool) -> None:
     finally:
         second.stop()
         cluster.masters.remove(second)
+
+
+def test_worker_drain_from_the_cli(scenario: Scenario, full: bool) -> None:
+    """`taskmesh worker drain ID`: the worker finishes its runs (none lost) and exits 0."""
+    cluster = scenario.cluster
+    scenario.submit(32 if full else 8, seconds=1.0, region="eu")
+    wait_for(lambda: running_on(cluster, "worker-eu-2") >= 1)
+    scenario.fault()
+    master = cluster.live_master().addresses["grpc"]
+    drain = [sys.executable, "-m", "taskmesh", "worker", "drain", "worker-eu-2"]
+    answer = subprocess.run(
+        [*drain, "--master", master], capture_output=True, text=True, check=False
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert "worker worker-eu-2 of region eu is draining" in answer.stdout
+    worker = cluster.workers["worker-eu-2"]
+    assert worker.process is not None
+    assert worker.process.wait(60) == 0
+    report = scenario.finish()
+    assert report.lost_attempts == 0  # it finished what it ran
+    cluster.start_worker("eu", 1)
+    unknown = subprocess.run(
+        [*drain[:-1], "no-such-worker", "--master", master],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 1
+    assert "no worker 'no-such-worker' is registered" in unknown.stderr

@@ -477,12 +477,14 @@ SERVICES = {
         "PauseSchedule": (False, False),
         "ResumeSchedule": (False, False),
         "ListSchedules": (False, False),
+        "DrainWorker": (False, False),
     },
     ("region_pb2", "Region"): {
         "Delegate": (False, False),
         "Reprioritise": (False, False),
         "Cancel": (False, False),
         "Describe": (False, False),
+        "DrainWorker": (False, False),
     },
     ("region_pb2", "WorkerLink"): {"Connect": (True, True)},
 }

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from taskmesh.common.rpc import cluster_pb2 as taskmesh_dot_v1_dot_cluster__pb2
 from taskmesh.common.rpc import region_pb2 as taskmesh_dot_v1_dot_region__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -55,6 +56,11 @@ class RegionStub:
                 request_serializer=taskmesh_dot_v1_dot_region__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=taskmesh_dot_v1_dot_region__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/taskmesh.v1.Region/DrainWorker',
+                request_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class RegionServicer:
@@ -89,6 +95,13 @@ class RegionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Ask one connected worker to drain: stop taking work, finish its runs, disconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_RegionServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=taskmesh_dot_v1_dot_region__pb2.DescribeRequest.FromString,
                     response_serializer=taskmesh_dot_v1_dot_region__pb2.DescribeResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class Region:
             '/taskmesh.v1.Region/Describe',
             taskmesh_dot_v1_dot_region__pb2.DescribeRequest.SerializeToString,
             taskmesh_dot_v1_dot_region__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Region/DrainWorker',
+            taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
+            taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

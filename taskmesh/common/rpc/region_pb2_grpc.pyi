@@ -9,6 +9,7 @@ epoch for the run ignores it (fencing). Hot paths carry batches.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from taskmesh.common.rpc import cluster_pb2 as _cluster_pb2
 from taskmesh.common.rpc import region_pb2 as _region_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -45,6 +46,8 @@ class RegionStub:
     """Removes runs from the queue, or asks their workers to stop them."""
     Describe: _grpc.UnaryUnaryMultiCallable[_region_pb2.DescribeRequest, _region_pb2.DescribeResponse]
     """The region's own status: credit, queue, breakers, workers."""
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]
+    """Ask one connected worker to drain: stop taking work, finish its runs, disconnect."""
 
 @_typing.type_check_only
 class RegionAsyncStub(RegionStub):
@@ -59,6 +62,8 @@ class RegionAsyncStub(RegionStub):
     """Removes runs from the queue, or asks their workers to stop them."""
     Describe: _aio.UnaryUnaryMultiCallable[_region_pb2.DescribeRequest, _region_pb2.DescribeResponse]  # type: ignore[assignment]
     """The region's own status: credit, queue, breakers, workers."""
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """Ask one connected worker to drain: stop taking work, finish its runs, disconnect."""
 
 class RegionServicer(metaclass=_abc_1.ABCMeta):
     """Served by a region, called by the master."""
@@ -94,6 +99,14 @@ class RegionServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_region_pb2.DescribeResponse, _abc.Awaitable[_region_pb2.DescribeResponse]]:
         """The region's own status: credit, queue, breakers, workers."""
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _cluster_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.DrainWorkerResponse, _abc.Awaitable[_cluster_pb2.DrainWorkerResponse]]:
+        """Ask one connected worker to drain: stop taking work, finish its runs, disconnect."""
 
 def add_RegionServicer_to_server(servicer: RegionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

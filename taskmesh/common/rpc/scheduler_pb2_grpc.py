@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from taskmesh.common.rpc import cluster_pb2 as taskmesh_dot_v1_dot_cluster__pb2
 from taskmesh.common.rpc import scheduler_pb2 as taskmesh_dot_v1_dot_scheduler__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -99,6 +100,11 @@ class SchedulerStub:
                 '/taskmesh.v1.Scheduler/ListSchedules',
                 request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/taskmesh.v1.Scheduler/DrainWorker',
+                request_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
 
 
@@ -197,6 +203,13 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Ask one worker to drain, through its region (found in the ledger).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +277,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.FromString,
                     response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -618,6 +636,33 @@ class Scheduler:
             '/taskmesh.v1.Scheduler/ListSchedules',
             taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
             taskmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Scheduler/DrainWorker',
+            taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
+            taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ message), NOT_FOUND, FAILED_PRECONDITION (ConflictError), UNAVAILABLE (ledger do
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from taskmesh.common.rpc import cluster_pb2 as _cluster_pb2
 from taskmesh.common.rpc import scheduler_pb2 as _scheduler_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -63,6 +64,8 @@ class SchedulerStub:
     """Restarts a paused schedule; fires missed while paused follow its misfire policy."""
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]
     """Every recurring task with its next fire times, as the master computes them now."""
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]
+    """Ask one worker to drain, through its region (found in the ledger)."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -95,6 +98,8 @@ class SchedulerAsyncStub(SchedulerStub):
     """Restarts a paused schedule; fires missed while paused follow its misfire policy."""
     ListSchedules: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     """Every recurring task with its next fire times, as the master computes them now."""
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """Ask one worker to drain, through its region (found in the ledger)."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Submit, inspect, steer and watch tasks and runs; served by the master."""
@@ -202,5 +207,13 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ListSchedulesResponse, _abc.Awaitable[_scheduler_pb2.ListSchedulesResponse]]:
         """Every recurring task with its next fire times, as the master computes them now."""
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _cluster_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.DrainWorkerResponse, _abc.Awaitable[_cluster_pb2.DrainWorkerResponse]]:
+        """Ask one worker to drain, through its region (found in the ledger)."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
