@@ -20,6 +20,7 @@ from taskmesh.common.model import (
     RunState,
     Transition,
     TransitionOutcome,
+    TransitionRefusal,
 )
 from taskmesh.common.rpc import region_pb2
 from taskmesh.common.rpc.values import EXECUTORS, RUN_STATES, timestamp
@@ -252,6 +253,7 @@ async def test_a_due_kind_breaker_gets_one_trial_run_without_being_polled() -> N
     region.runtime.board.kind("flaky").fail(ExecutionFailure("boom"))
     for index in range(3):
         region.queue(f"flaky{index}", kind="flaky")
+    writing = asyncio.create_task(region.runtime.writer.run())  # assignments are sent once written
     assigning = asyncio.create_task(region.assigner.run())
     try:
         assert await sent(worker) == []  # open: held back
@@ -273,3 +275,38 @@ async def test_a_due_kind_breaker_gets_one_trial_run_without_being_polled() -> N
     finally:
         region.assigner.stop()
         await asyncio.wait_for(assigning, 5)
+        region.runtime.writer.stop()
+        await asyncio.wait_for(writing, 5)
+
+
+class FencedStore(MemoryStore):
+    """Refuses every ``assigned`` as stale: the runs were re-delegated elsewhere meanwhile."""
+
+    async def record_transitions(
+        self, items: Sequence[Transition], *, lost_retry_limit: int
+    ) -> list[TransitionOutcome]:
+        self.written += items
+        return [
+            TransitionOutcome(item, TransitionRefusal.STALE_EPOCH, RunState.PENDING, 9)
+            for item in items
+        ]
+
+
+async def test_runs_the_ledger_refuses_to_assign_are_never_sent_to_a_worker() -> None:
+    """Assignments are written first; a fenced-off run is dropped, its slot freed, counted."""
+    region = Region(FencedStore())
+    writing = asyncio.create_task(region.runtime.writer.run())
+    try:
+        worker = region.worker("w", slots=2)
+        region.queue("stale1")
+        region.queue("stale2")
+        assert region.assigner.assign_round() == 2
+        await region.runtime.writer.flush()
+        assert [m for m in await sent(worker) if m.HasField("assign")] == []
+        assert worker.free_slots == 2
+        assert region.runtime.registry.running == 0
+        assert region.runtime.writer.stale_refusals == 2
+        assert len(region.runtime.queue) == 0  # dropped, not requeued: it is not ours any more
+    finally:
+        region.runtime.writer.stop()
+        await asyncio.wait_for(writing, 5)
