@@ -79,7 +79,7 @@ def test_500_mixed_tasks_all_succeed_in_their_regions(cluster: RunningCluster) -
 def test_saturated_region_assigns_higher_priority_first(cluster: RunningCluster) -> None:
     with cluster.client() as client:
         # Fill all 8 slots of eu (2 workers x 4 slots) so new work has to queue.
-        blockers = [client.submit("sleep 3", name=f"blocker-{i}", region="eu") for i in range(8)]
+        blockers = [client.submit("sleep 60", name=f"blocker-{i}", region="eu") for i in range(8)]
         eventually(
             lambda: all(client.get(t.id).latest_run.state is RunState.RUNNING for t in blockers),
             what="blockers running",
@@ -88,6 +88,15 @@ def test_saturated_region_assigns_higher_priority_first(cluster: RunningCluster)
         for i in range(10):  # interleaved, low first: submission order must not win
             low.append(client.submit("true", name=f"low-{i}", priority=0, region="eu"))
             high.append(client.submit("true", name=f"high-{i}", priority=10, region="eu"))
+        # Free the slots only once every run waits in eu's queue, however slow submitting was.
+        eventually(
+            lambda: all(
+                client.get(t.id).latest_run.state is RunState.DELEGATED for t in low + high
+            ),
+            what="all runs queued in eu",
+        )
+        for blocker in blockers:
+            client.cancel(blocker.id)
         low_runs = [info.latest_run for info in wait_all(client, [str(t.id) for t in low])]
         high_runs = [info.latest_run for info in wait_all(client, [str(t.id) for t in high])]
     assert all(run is not None and run.state is RunState.SUCCEEDED for run in low_runs + high_runs)
