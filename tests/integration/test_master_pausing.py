@@ -12,7 +12,13 @@ from test_master_materialiser import FakeClock, fire, minutely, submit
 
 from taskmesh.common.errors import ConflictError, NotFoundError
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import CronSchedule, MisfirePolicy, RunState, TaskSpec
+from taskmesh.common.model import (
+    CronSchedule,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunState,
+    TaskSpec,
+)
 from taskmesh.master.materialiser import Materialiser
 from taskmesh.master.region_clients import RegionClients
 from taskmesh.master.schedule_preview import preview
@@ -59,6 +65,19 @@ async def test_pause_cancels_fires_materialised_ahead(
     again, nothing = await ledger.pause_schedule(task.id, clock.now)  # idempotent
     assert again.paused
     assert nothing.cancelled == ()
+
+
+async def test_a_replace_racing_a_pause_neither_cancels_nor_creates(
+    ledger: Ledger, clients: RegionClients
+) -> None:
+    """A pass that read the task before the pause must not replace its due fire afterwards."""
+    task = await submit(ledger, minutely(OverlapPolicy.REPLACE))
+    clock = FakeClock(fire(1) + timedelta(seconds=1))
+    (first,) = await Materialiser(ledger, clients, clock=clock).materialise_once()
+    await ledger.pause_schedule(task.id, clock.now)
+    cancellation, created = await ledger.replace_runs(task.id, fire(2), fire(2))
+    assert (cancellation.cancelled, created) == ((), [])
+    assert (await ledger.get_run(first.id)).state is RunState.PENDING
 
 
 @pytest.mark.parametrize(

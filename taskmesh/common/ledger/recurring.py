@@ -91,8 +91,11 @@ async def replace_runs(
 
     Blocked and pending attempts are cancelled here; in-flight ones are returned for the
     master to forward to their regions. Only fires before ``due_at`` are touched, so a racing
-    materialiser can never cancel the fire it is replacing with.
+    materialiser can never cancel the fire it is replacing with; a task paused (or cancelled)
+    since the pass read it is left alone.
     """
+    if await lock_task(connection, task_id, share=True):  # paused since the pass read it
+        return Cancellation(task_id), []
     states = sorted(str(state) for state in NON_TERMINAL_STATES)
     locked = await lock(
         connection, LOCK_EARLIER_FIRES, task_id=task_id, states=states, before=due_at
