@@ -136,23 +136,25 @@ class Client:
         at: datetime | None = None,
         cron: str | None = None,
         timezone: str = "UTC",
+        every: timedelta | None = None,
+        misfire: model.MisfirePolicy = model.MisfirePolicy.LATEST,
+        overlap: model.OverlapPolicy = model.OverlapPolicy.ALLOW,
         priority: int = model.DEFAULT_PRIORITY,
         region: str | None = None,
         kind: str = model.DEFAULT_KIND,
         timeout: timedelta | None = None,
+        schedule_to_start_timeout: timedelta | None = None,
         dependencies: Iterable[UUID] = (),
         idempotency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
         description: str = "",
     ) -> model.Task:
-        """Submit a command; returns the stored task (the first one for a repeated key)."""
-        schedule: model.Schedule | None = None
-        if at is not None and cron is not None:
-            raise ValidationError("schedule", "give either 'at' or 'cron', not both")
-        if at is not None:
-            schedule = model.AtSchedule(at)
-        elif cron is not None:
-            schedule = model.CronSchedule(cron, timezone)
+        """Submit a command; returns the stored task (the first one for a repeated key).
+
+        At most one of ``at``, ``cron`` (in ``timezone``) and ``every`` (an interval from now);
+        ``misfire`` and ``overlap`` apply to the recurring ones.
+        """
+        schedule = _schedule(at, cron, timezone, every, misfire=misfire, overlap=overlap)
         spec = model.TaskSpec(
             name=name or _default_name(command),
             command=command,
@@ -164,6 +166,7 @@ class Client:
             region=region,
             kind=kind,
             timeout=timeout,
+            schedule_to_start_timeout=schedule_to_start_timeout,
             dependencies=tuple(dependencies),
             idempotency_key=idempotency_key,
             labels=dict(labels or {}),
@@ -304,6 +307,27 @@ class Client:
 def _text(value: UUID | str | None) -> str | None:
     """An optional id as the text a request carries."""
     return None if value is None else str(value)
+
+
+def _schedule(
+    at: datetime | None,
+    cron: str | None,
+    timezone: str,
+    every: timedelta | None,
+    *,
+    misfire: model.MisfirePolicy,
+    overlap: model.OverlapPolicy,
+) -> model.Schedule | None:
+    """The schedule ``submit``'s arguments describe; None means due at once."""
+    if sum(given is not None for given in (at, cron, every)) > 1:
+        raise ValidationError("schedule", "give at most one of 'at', 'cron' and 'every'")
+    if at is not None:
+        return model.AtSchedule(at)
+    if cron is not None:
+        return model.CronSchedule(cron, timezone, misfire, overlap)
+    if every is not None:
+        return model.IntervalSchedule(every, misfire=misfire, overlap=overlap)
+    return None
 
 
 def _default_name(command: str) -> str:

@@ -55,11 +55,29 @@ def _add_submit(commands: Subcommands) -> None:
     when = submit.add_mutually_exclusive_group()
     when.add_argument("--at", help="run once at this RFC 3339 / ISO 8601 time (default: now)")
     when.add_argument("--cron", help="run on this cron schedule ('*/5 * * * *')")
+    when.add_argument("--every", type=parse_duration, help="run every interval, e.g. 90s")
     submit.add_argument("--timezone", default="UTC", help="IANA time zone of --cron")
+    submit.add_argument(
+        "--misfire",
+        choices=[m.value for m in model.MisfirePolicy],
+        default="latest",
+        help="missed fires of --cron/--every (default: latest)",
+    )
+    submit.add_argument(
+        "--overlap",
+        choices=[o.value for o in model.OverlapPolicy],
+        default="allow",
+        help="a fire while the previous run is unfinished (default: allow)",
+    )
     submit.add_argument("--priority", type=int, default=model.DEFAULT_PRIORITY)
     submit.add_argument("--region", help="run in this region (default: any)")
     submit.add_argument("--kind", default=model.DEFAULT_KIND, help="task kind (breaker label)")
     submit.add_argument("--timeout", type=parse_duration, help="execution timeout, e.g. 30s")
+    submit.add_argument(
+        "--schedule-to-start-timeout",
+        type=parse_duration,
+        help="end timed_out if not started this long after due, e.g. 1m",
+    )
     submit.add_argument("--idempotency-key", help="a repeated submit returns the first task")
     submit.add_argument("--description", default="")
     submit.add_argument("--wait", action="store_true", help="wait for the task and print it")
@@ -77,10 +95,14 @@ def submit_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             at=_instant(args.at) if args.at else None,
             cron=args.cron,
             timezone=args.timezone,
+            every=args.every,
+            misfire=model.MisfirePolicy(args.misfire),
+            overlap=model.OverlapPolicy(args.overlap),
             priority=args.priority,
             region=args.region,
             kind=args.kind,
             timeout=args.timeout,
+            schedule_to_start_timeout=args.schedule_to_start_timeout,
             idempotency_key=args.idempotency_key,
             description=args.description,
         )

@@ -33,6 +33,8 @@ from taskmesh.client import Client
 from taskmesh.common.errors import ConflictError
 from taskmesh.common.model import (
     NOT_STARTED_IN_TIME,
+    IntervalSchedule,
+    OverlapPolicy,
     Placement,
     RetryPolicy,
     Run,
@@ -486,16 +488,15 @@ def runs_of(client: Client, task_id: str) -> list[Run]:
 
 
 def test_pause_resume_schedule_and_cancel_of_an_interval_task(cluster: RunningCluster) -> None:
-    """An every-second task: paused (CLI) it makes no runs and `taskmesh schedule` shows it
+    """An every-second task (CLI): paused (CLI) it makes no runs and `taskmesh schedule` shows it
     paused; resumed (CLI) it fires again with its next fires listed; cancelled it stops."""
-    body = {
-        "name": "ticker",
-        "command": "true",
-        "region": "solo",
-        "schedule": {"interval": {"every": "1s"}},
-    }
-    task_id = rest(cluster, "POST", "/v1/tasks", body)["task"]["id"]
+    submit = ["submit", "--name", "ticker", "--command", "true", "--region", "solo"]
+    task_id = taskmesh(cluster, *submit, "--every", "1s", "--overlap", "forbid").stdout.strip()
     with cluster.client() as client:
+        schedule = client.get(task_id).task.spec.schedule
+        assert schedule == IntervalSchedule(
+            timedelta(seconds=1), schedule.start_at, overlap=OverlapPolicy.FORBID
+        )
         eventually(lambda: len(runs_of(client, task_id)) >= 2, what="two fires")
         assert "paused" in taskmesh(cluster, "pause", task_id).stdout
         paused_at = datetime.now().astimezone()

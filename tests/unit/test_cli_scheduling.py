@@ -8,9 +8,11 @@ from uuid import UUID
 
 import pytest
 
+from taskmesh.cli import build_parser
 from taskmesh.cli.schedules import schedule_json, schedule_rows
 from taskmesh.cli.workflows import read_workflow
-from taskmesh.common.errors import TaskmeshError
+from taskmesh.client import Client
+from taskmesh.common.errors import TaskmeshError, ValidationError
 from taskmesh.common.model import (
     CronSchedule,
     IntervalSchedule,
@@ -120,3 +122,19 @@ def test_a_paused_schedule_shows_no_fires() -> None:
     assert row[2:] == ["every 90s", "UTC", "yes", "-"]
     assert schedule_json(item)["next_fires"] == []
     assert schedule_json(item)["paused"] is True
+
+
+def test_the_client_refuses_two_schedules_before_calling() -> None:
+    """At most one of at, cron and every; the error names the field."""
+    with Client("127.0.0.1:1") as client, pytest.raises(ValidationError) as raised:
+        client.submit("true", cron="* * * * *", every=timedelta(seconds=5))
+    assert raised.value.field == "schedule"
+
+
+def test_submit_parses_the_schedule_policies() -> None:
+    """--every, --misfire, --overlap and --schedule-to-start-timeout reach the parsed args."""
+    policies = ["--misfire", "all", "--overlap", "replace", "--schedule-to-start-timeout", "1m"]
+    args = build_parser().parse_args(["submit", "--command", "true", "--every", "90s", *policies])
+    assert args.every == timedelta(seconds=90)
+    assert (args.misfire, args.overlap) == ("all", "replace")
+    assert args.schedule_to_start_timeout == timedelta(minutes=1)
