@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from test_master_harness import make_topology
 
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import (
@@ -22,6 +23,7 @@ from taskmesh.common.model import (
     TaskSpec,
     Transition,
 )
+from taskmesh.master.region_clients import RegionClients
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
@@ -110,3 +112,12 @@ class Scenario:
 def scenario(ledger: Ledger) -> Scenario:
     """A scenario builder on the test's ledger."""
     return Scenario(ledger)
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[RegionClients]:
+    """Master-side region clients of a topology with no reachable region (eu)."""
+
+    regions = RegionClients.for_topology(make_topology(("eu",)), {}, "test-master")
+    yield regions
+    await regions.close()

@@ -7,11 +7,8 @@ create exactly one run per fire, at the instants the rules promise.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from test_master_harness import make_topology
 from test_master_materialiser import FakeClock
 
 from taskmesh.common.ledger import Ledger
@@ -23,14 +20,6 @@ from taskmesh.master.region_clients import RegionClients
 def utc(text: str) -> datetime:
     """An instant written in UTC."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[RegionClients]:
-    """Region clients of a topology with no reachable region."""
-    regions = RegionClients.for_topology(make_topology(("eu",)), {}, "test-master")
-    yield regions
-    await regions.close()
 
 
 async def fires_created(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from test_master_harness import eventually, fake_regions, make_topology, running_master
 
 from taskmesh.common.ledger import Ledger
@@ -41,14 +39,6 @@ class FakeClock:
     def __call__(self) -> datetime:
         """The current instant."""
         return self.now
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[RegionClients]:
-    """Region clients of a topology with no reachable region."""
-    regions = RegionClients.for_topology(make_topology(("eu",)), {}, "test-master")
-    yield regions
-    await regions.close()
 
 
 async def submit(ledger: Ledger, schedule: Schedule, **fields: Any) -> Task:

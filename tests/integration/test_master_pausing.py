@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID
 
 import pytest
-from test_master_harness import make_topology
 from test_master_materialiser import FakeClock, fire, minutely, submit
 
 from taskmesh.common.errors import ConflictError, NotFoundError
@@ -24,14 +22,6 @@ from taskmesh.master.region_clients import RegionClients
 from taskmesh.master.schedule_preview import preview
 
 UNKNOWN = UUID("00000000-0000-4000-8000-000000000000")
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[RegionClients]:
-    """Region clients of a topology with no reachable region."""
-    regions = RegionClients.for_topology(make_topology(("eu",)), {}, "test-master")
-    yield regions
-    await regions.close()
 
 
 async def test_a_paused_schedule_materialises_no_fires(
