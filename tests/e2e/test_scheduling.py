@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 import yaml
@@ -250,6 +250,29 @@ def test_a_bad_workflow_file_is_refused_naming_the_file_and_field(
 # --- priorities and aging ---------------------------------------------------------------------
 
 
+def test_cancelling_blocked_and_queued_runs_ends_them_cancelled(cluster: RunningCluster) -> None:
+    """A run blocked on a dependency and one delegated into a saturated region's queue: both
+    cancelled over gRPC, in the ledger and in the region, and neither ever starts."""
+    with cluster.client() as client:
+        blockers = saturate_solo(client, 60)
+        upstream = [UUID(blockers[0])]
+        blocked = client.submit("true", name="blocked", region="solo", dependencies=upstream)
+        queued = client.submit_spec(solo("queued", "true")).task
+        eventually(
+            lambda: latest(client, str(queued.id)).state is RunState.DELEGATED, what="queued"
+        )
+        assert latest(client, str(blocked.id)).state is RunState.BLOCKED
+        for task in (blocked, queued):
+            assert len(client.cancel(task.id, "e2e")) == 1
+        for blocker in blockers:
+            client.cancel(blocker)
+        wait_all(client, blockers)
+        time.sleep(0.5)  # a wrongly kept queued run would be assigned by now
+        ended = [latest(client, str(task.id)) for task in (blocked, queued)]
+    assert [run.state for run in ended] == [RunState.CANCELLED, RunState.CANCELLED]
+    assert all(run.started_at is None and run.worker_id is None for run in ended)
+
+
 def test_a_reprioritised_queued_run_overtakes_the_runs_queued_before_it(
     cluster: RunningCluster,
 ) -> None:
@@ -263,6 +286,7 @@ def test_a_reprioritised_queued_run_overtakes_the_runs_queued_before_it(
         for blocker in blockers:  # free the slots: the queue drains in its new order
             client.cancel(blocker)
         infos = wait_all(client, [*queued, target])
+        assert all(latest(client, b).state is RunState.CANCELLED for b in blockers)
     runs = {str(info.task.id): info.latest_run for info in infos if info.latest_run}
     assert all(run.state is RunState.SUCCEEDED for run in runs.values())
     assert runs[target].priority == 50
