@@ -15,7 +15,7 @@ run: venv postgres-binaries
 venv: $(VENV)/.installed
 
 # Re-installs when the package metadata changes; uv when it can be had (seconds), else pip.
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv \
 		&& $(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,bench]' \

@@ -1,5 +1,8 @@
 """Schema migrations of the ledger: Alembic, configured in code, scripts in the repo's ``db/``.
 
+``db/`` is installed as the ``taskmesh.migrations`` package (see ``setup.py``), so the scripts are
+found the same way in a checkout, an editable install and a wheel (e.g. the Docker image).
+
 ``upgrade`` and ``downgrade`` are synchronous and run their own event loop (``asyncio.run`` in
 ``db/env.py``), so they must be called where no loop is running: a CLI command, a plain pytest
 fixture, or ``await asyncio.to_thread(upgrade, url)`` from async code.
@@ -8,6 +11,7 @@ fixture, or ``await asyncio.to_thread(upgrade, url)`` from async code.
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 from pathlib import Path
 
 from alembic import command
@@ -19,16 +23,27 @@ from sqlalchemy.engine import Connection
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.ledger.engine import asyncpg_url, create_engine, translated_errors
 
-SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "db"
+MIGRATIONS_PACKAGE = "taskmesh.migrations"
 URL_ATTRIBUTE = "taskmesh_database_url"
+
+
+def script_location() -> Path:
+    """The directory of ``env.py`` and ``versions/``: the repo's ``db/``, or its installed copy."""
+    try:
+        return Path(str(importlib.resources.files(MIGRATIONS_PACKAGE)))
+    except ModuleNotFoundError:
+        raise ConfigError(
+            [f"the {MIGRATIONS_PACKAGE} package is missing: reinstall taskmesh"]
+        ) from None
 
 
 def alembic_config(url: str) -> Config:
     """An Alembic config for the database at ``url`` (a plain ``postgresql://`` URL)."""
-    if not (SCRIPT_LOCATION / "env.py").is_file():
-        raise ConfigError([f"migration scripts not found in {SCRIPT_LOCATION}"])
+    location = script_location()
+    if not (location / "env.py").is_file():
+        raise ConfigError([f"migration scripts not found in {location}"])
     config = Config()
-    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("script_location", str(location))
     # Passed as an attribute, not an ini option: configparser would mangle '%' in passwords.
     config.attributes[URL_ATTRIBUTE] = asyncpg_url(url)
     return config
@@ -65,7 +80,7 @@ def head_revision() -> str:
     script = ScriptDirectory.from_config(alembic_config("postgresql://localhost/unused"))
     head = script.get_current_head()
     if head is None:
-        raise ConfigError([f"no migration revisions found in {SCRIPT_LOCATION}"])
+        raise ConfigError([f"no migration revisions found in {script_location()}"])
     return head
 
 
