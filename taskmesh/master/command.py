@@ -29,6 +29,7 @@ from taskmesh.common.daemon_logging import configure_logging
 from taskmesh.common.errors import ConfigError, LedgerUnavailableError
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
+from taskmesh.common.systemd import WatchdogConfig, watchdog_config
 from taskmesh.common.topology import Address, Topology, load_topology, parse_address
 
 if TYPE_CHECKING:
@@ -50,12 +51,13 @@ async def serve_master(
     http_address: Address | str | None = None,
     region_addresses: Mapping[str, str] | None = None,
     on_ready: Callable[[BoundAddresses], None] | None = None,
+    watchdog: WatchdogConfig | None = None,
 ) -> None:
     """Run a master until SIGTERM/SIGINT, then drain and return.
 
     Addresses default to the topology's; ``region_addresses`` overrides where regions are
     dialled (a supervisor passes the ports its regions actually bound). The ledger is
-    connected with backoff while it is unavailable.
+    connected with backoff while it is unavailable. ``watchdog``: systemd's, when it runs us.
     """
     from taskmesh.master.daemon import Master  # noqa: PLC0415 (heavy; see the module docstring)
 
@@ -72,6 +74,7 @@ async def serve_master(
                 http_address=_address(http_address),
                 region_addresses=region_addresses,
                 stopping=stopping,
+                watchdog=watchdog,
             )
             await master.serve(on_ready)
 
@@ -149,6 +152,7 @@ def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         http_address=args.http_address,
         region_addresses=regions,
         on_ready=lambda bound: announce(bound, env),
+        watchdog=watchdog_config(env),
     )
     try:
         asyncio.run(serving)

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2_grpc
 from taskmesh.common.errors import UnavailableError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.rpc import scheduler_pb2_grpc
+from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, Topology
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.dispatcher import Dispatcher
@@ -64,9 +65,11 @@ class Master:
         region_addresses: Mapping[str, str] | None = None,
         stopping: asyncio.Event | None = None,
         clock: Clock = utc_now,
+        watchdog: WatchdogConfig | None = None,
     ) -> None:
         """Assemble the parts; nothing listens until ``serve`` (or ``startup``)."""
         config = topology.master
+        self._watchdog = watchdog
         self.topology = topology
         self.ledger = ledger
         self.master_id = f"master-{uuid.uuid4().hex[:8]}"
@@ -131,7 +134,10 @@ class Master:
                 duties.create_task(self.start_deadlines.run(), name="master-start-deadlines"),
             ]
             listener = duties.create_task(self._listener.run(), name="master-due-listener")
+            watchdog = start_watchdog(self._watchdog, duties, [*draining, listener])
             await self._stopping.wait()
+            if watchdog is not None:
+                watchdog.stop()
             log.info("master %s draining", self.master_id)
             await self.health.draining()
             listener.cancel()

@@ -19,6 +19,7 @@ from taskmesh.common.command_line import add_database_url_option, add_listen_opt
 from taskmesh.common.daemon_logging import configure_logging
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
+from taskmesh.common.systemd import WatchdogConfig, watchdog_config
 from taskmesh.common.topology import Address, Topology, load_topology
 
 if TYPE_CHECKING:
@@ -38,18 +39,23 @@ async def serve_region(
     http_address: Address | None = None,
     on_ready: Callable[[RegionHandle], None] | None = None,
     handle_signals: bool = True,
+    watchdog: WatchdogConfig | None = None,
 ) -> None:
     """Run region ``name`` of ``topology`` until SIGTERM/SIGINT (or ``request_shutdown``).
 
     Addresses default to the topology's; port 0 binds a free port, reported to ``on_ready``
-    with a handle that can also stop the region.
+    with a handle that can also stop the region. ``watchdog``: systemd's, when it runs us.
     """
     # Imported here: the daemon pulls in SQLAlchemy and gRPC (~2 s), which building the
     # ``taskmesh`` parser must not pay for.
     from taskmesh.region.daemon import RegionDaemon  # noqa: PLC0415
 
     daemon = RegionDaemon(
-        topology.region(name), database_url, grpc_address=grpc_address, http_address=http_address
+        topology.region(name),
+        database_url,
+        grpc_address=grpc_address,
+        http_address=http_address,
+        watchdog=watchdog,
     )
     # ``request_shutdown`` is two-staged itself: asked again, it cuts the drain's waits short.
     signals: AbstractAsyncContextManager[None] = (
@@ -91,6 +97,7 @@ def run_region(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         grpc_address=args.grpc_address,
         http_address=args.http_address,
         on_ready=lambda handle: announce(handle, env),
+        watchdog=watchdog_config(env),
     )
     asyncio.run(serving)
     return 0

@@ -23,6 +23,7 @@ from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import RegionState
 from taskmesh.common.retry_policies import ledger_retrying
 from taskmesh.common.rpc import region_pb2_grpc
+from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, RegionConfig
 from taskmesh.region.assigner import Assigner
 from taskmesh.region.breakers import BreakerBoard
@@ -96,8 +97,10 @@ class RegionDaemon:
         *,
         grpc_address: Address | None = None,
         http_address: Address | None = None,
+        watchdog: WatchdogConfig | None = None,
     ) -> None:
         self.config = config
+        self._watchdog = watchdog
         self._database_url = database_url
         self._grpc_address = grpc_address or config.grpc
         self._http_address = http_address or config.http
@@ -149,8 +152,10 @@ class RegionDaemon:
             handle = await self._startup(parts)
             async with asyncio.TaskGroup() as tasks:
                 writing = tasks.create_task(parts.runtime.writer.run(), name="ledger-writer")
+                started = [writing]
                 for name, loop in parts.loops.items():
-                    tasks.create_task(loop.run(), name=name)
+                    started.append(tasks.create_task(loop.run(), name=name))
+                watchdog = start_watchdog(self._watchdog, tasks, started)
                 await parts.health.set("", health_pb2.HealthCheckResponse.SERVING)
                 log.info(
                     "region %s ready: grpc=%s http=%s",
@@ -161,6 +166,8 @@ class RegionDaemon:
                 if on_ready is not None:
                     on_ready(handle)
                 await self._should_exit.wait()
+                if watchdog is not None:
+                    watchdog.stop()
                 complete = await self._shutdown(parts, writing)
             await parts.heartbeat.beat(RegionState.DOWN if complete else RegionState.DRAINING)
             return complete

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from taskmesh.common.retry_policies import Backoff
+from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address
 from taskmesh.worker.foreman import Foreman
 from taskmesh.worker.health import HealthServer
@@ -33,8 +34,15 @@ LINK_CLOSE_TIMEOUT = timedelta(seconds=5)
 class Worker:
     """One worker process: executes its region's assignments in slots and reports back."""
 
-    def __init__(self, settings: WorkerSettings, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        backoff: Backoff | None = None,
+        watchdog: WatchdogConfig | None = None,
+    ) -> None:
         self.settings = settings
+        self._watchdog = watchdog
         self.outbox = Outbox()
         self.guard = OrphanGuard()
         self.slots = SlotPool(
@@ -109,9 +117,12 @@ class Worker:
         try:
             async with self.slots, asyncio.TaskGroup() as tasks:
                 link = tasks.create_task(self.link.run(), name="region-link")
+                watchdog = start_watchdog(self._watchdog, tasks, [link])
                 if on_ready is not None:
                     on_ready(self)
                 await self._stopping.wait()
+                if watchdog is not None:
+                    watchdog.stop()
                 await self._drain()
                 await self._close_link(link)
         finally:

@@ -20,6 +20,7 @@ from taskmesh.common.daemon_logging import configure_logging
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
+from taskmesh.common.systemd import WatchdogConfig, watchdog_config
 from taskmesh.common.topology import Address, Topology, load_topology
 from taskmesh.worker.settings import WorkerSettings
 
@@ -39,12 +40,13 @@ async def serve_worker(
     http_address: Address | None = None,
     on_ready: Callable[[Worker], None] | None = None,
     handle_signals: bool = True,
+    watchdog: WatchdogConfig | None = None,
 ) -> None:
     """Run one worker of ``region`` until SIGTERM/SIGINT, then drain and return.
 
     Arguments given override the topology. ``on_ready`` gets the worker once its HTTP endpoint
     is bound (``worker.http_address``); without ``handle_signals`` the caller stops it with
-    ``worker.stop()``.
+    ``worker.stop()``. ``watchdog``: systemd's, when it runs us.
     """
     settings = WorkerSettings.from_topology(
         topology,
@@ -57,7 +59,7 @@ async def serve_worker(
     # Imported here: aiohttp and grpc cost ~0.5 s, which `taskmesh --help` should not pay.
     from taskmesh.worker.daemon import Worker  # noqa: PLC0415
 
-    worker = Worker(settings)
+    worker = Worker(settings, watchdog=watchdog)
     if not handle_signals:
         await worker.run(on_ready)
         return
@@ -113,6 +115,7 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             region_address=args.region_address,
             http_address=args.http_address,
             on_ready=lambda worker: announce(worker, env),
+            watchdog=watchdog_config(env),
         )
     )
     return 0

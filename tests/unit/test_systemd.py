@@ -1,16 +1,25 @@
-"""sd_notify to a real AF_UNIX datagram socket: a path, the abstract namespace, none at all."""
+"""sd_notify to a real AF_UNIX datagram socket: a path, the abstract namespace, none at all;
+the watchdog's configuration from the environment and its pings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from taskmesh.common.systemd import notify_systemd, socket_address
+from taskmesh.common.systemd import (
+    SystemdWatchdog,
+    WatchdogConfig,
+    notify_systemd,
+    socket_address,
+    watchdog_config,
+)
 
 
 @pytest.fixture
@@ -62,3 +71,43 @@ def test_a_socket_nobody_listens_on_is_a_warning(
 def test_socket_address(path: str, address: str) -> None:
     """Only a leading ``@`` changes the address."""
     assert socket_address(path) == address
+
+
+def test_watchdog_config_is_half_of_watchdog_usec_for_this_process() -> None:
+    """Like sd_watchdog_enabled(3): our pid or none, a positive number, and a socket."""
+    env = {"NOTIFY_SOCKET": "@sd", "WATCHDOG_USEC": "3000000"}
+    assert watchdog_config(env) == WatchdogConfig("@sd", timedelta(seconds=1.5))
+    assert watchdog_config({**env, "WATCHDOG_PID": "42"}, pid=42) is not None
+    assert watchdog_config({**env, "WATCHDOG_PID": "43"}, pid=42) is None
+    assert watchdog_config({**env, "WATCHDOG_USEC": "0"}) is None
+    assert watchdog_config({**env, "WATCHDOG_USEC": "soon"}) is None
+    assert watchdog_config({"WATCHDOG_USEC": "3000000"}) is None
+
+
+async def test_the_watchdog_pings_while_healthy_and_says_stopping(tmp_path: Path) -> None:
+    """WATCHDOG=1 every interval while healthy, none once unhealthy, STOPPING=1 at the end."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        receiver.setblocking(False)
+        healthy = True
+        watchdog = SystemdWatchdog(
+            WatchdogConfig(str(path), timedelta(milliseconds=50)), lambda: healthy
+        )
+        running = asyncio.create_task(watchdog.run())
+        loop = asyncio.get_running_loop()
+        received = [await asyncio.wait_for(loop.sock_recv(receiver, 64), 5) for _ in range(3)]
+        assert received == [b"WATCHDOG=1"] * 3
+        healthy = False
+        await asyncio.sleep(0.3)
+        while True:  # what was sent before the change
+            try:
+                receiver.recv(64)
+            except BlockingIOError:
+                break
+        await asyncio.sleep(0.3)
+        with pytest.raises(BlockingIOError):
+            receiver.recv(64)
+        watchdog.stop()
+        await asyncio.wait_for(running, 5)
+        assert receiver.recv(64) == b"STOPPING=1"
