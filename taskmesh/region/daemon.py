@@ -26,6 +26,7 @@ from taskmesh.common.rpc import region_pb2_grpc
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, RegionConfig
 from taskmesh.region.assigner import Assigner
+from taskmesh.region.autoscaler import Autoscaler
 from taskmesh.region.breakers import BreakerBoard
 from taskmesh.region.delegation import RegionService
 from taskmesh.region.handover import Handover
@@ -188,6 +189,8 @@ class RegionDaemon:
             "heartbeat": heartbeat,
             "delegation-audit": DelegationAudit(runtime, ledger),
         }
+        if config.autoscaling is not None:
+            loops["autoscaler"] = Autoscaler(runtime, config.autoscaling)
 
         def report() -> dict[str, object]:
             return readiness(runtime, heartbeat.ledger_reachable and writer.ledger_available)

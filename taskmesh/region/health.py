@@ -23,6 +23,10 @@ GAUGES = {  # readiness field → (metric name, help)
         "taskmesh_region_unwritten_transitions",
         "Transitions waiting to be written to the ledger.",
     ),
+    "desired_workers": (
+        "taskmesh_region_desired_workers",
+        "Workers the region's autoscaling wants for its load (absent without autoscaling).",
+    ),
 }
 
 
@@ -37,8 +41,10 @@ class ReportCollector(Collector):
         report = self._report()
         region = str(report["region"])
         for field, (name, documentation) in GAUGES.items():
-            gauge = GaugeMetricFamily(name, documentation, labels=["region"])
             value = report[field]
+            if value is None:  # a figure this region does not have
+                continue
+            gauge = GaugeMetricFamily(name, documentation, labels=["region"])
             gauge.add_metric([region], float(value) if isinstance(value, int | float) else 0.0)
             yield gauge
         up = GaugeMetricFamily("taskmesh_region_ledger_up", "1 when the ledger answers.")

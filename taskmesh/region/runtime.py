@@ -39,6 +39,7 @@ class RegionRuntime:
     now: Callable[[], datetime] = utc_now
     address: str = ""  # the gRPC address the master reaches the region at
     draining: bool = False
+    desired_workers: int | None = None  # the autoscaler's latest figure; None without one
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     queue: RunQueue[QueuedRun] = field(init=False)
     registry: WorkerRegistry = field(init=False)

@@ -86,4 +86,5 @@ def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> dict[str, objec
         "free_slots": sum(worker.credit for worker in workers),
         "unwritten_transitions": runtime.writer.pending,
         "stale_epoch_refusals": runtime.writer.stale_refusals,
+        "desired_workers": runtime.desired_workers,
     }

@@ -12,6 +12,7 @@ TypedDicts), ``values`` (durations, addresses, URLs), ``sections`` and ``parser`
 
 from taskmesh.common.topology.config import (
     Address,
+    AutoscalingConfig,
     BreakerConfig,
     LedgerConfig,
     MasterConfig,
@@ -32,6 +33,7 @@ from taskmesh.common.topology.writer import dump_topology, topology_to_dict
 __all__ = [
     "DATABASE_URL_VARIABLE",
     "Address",
+    "AutoscalingConfig",
     "BreakerConfig",
     "InvalidValue",
     "LedgerConfig",

@@ -6,6 +6,7 @@ value written on its field below. Durations are ``timedelta``; addresses are ``A
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -135,6 +136,31 @@ class WorkerPoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoscalingConfig:
+    """Sizing a region's worker pool to its load, through an operator's command.
+
+    The region wants ``ceil((queued + running) / (slots per worker * target_per_slot))``
+    workers, within ``min_workers``..``max_workers``, and runs ``command`` (an argv template with
+    ``{region}``, ``{desired}``, ``{current}``, ``{address}``) when that number changes, at most
+    once per ``cooldown``.
+    """
+
+    command: tuple[str, ...]
+    min_workers: int = 1
+    max_workers: int = 10
+    target_per_slot: float = 1.0  # queued + running runs per worker slot the pool aims at
+    cooldown: timedelta = timedelta(seconds=60)  # at least this long between two commands
+    interval: timedelta = timedelta(seconds=5)  # how often the load is looked at
+    command_timeout: timedelta = timedelta(seconds=60)  # then the command is killed
+
+    def desired_workers(self, load: int, slots_per_worker: int) -> int:
+        """How many workers ``load`` runs (queued + running) call for, within the bounds."""
+        per_worker = slots_per_worker * self.target_per_slot
+        wanted = math.ceil(load / per_worker) if load > 0 else 0
+        return max(self.min_workers, min(self.max_workers, wanted))
+
+
+@dataclass(frozen=True, slots=True)
 class RegionConfig:
     """One regional scheduler: its listeners, queue, heartbeats, spillover and worker pool."""
 
@@ -150,6 +176,7 @@ class RegionConfig:
     fallbacks: tuple[str, ...] = ()
     breakers: RegionBreakers = field(default_factory=RegionBreakers)
     workers: WorkerPoolConfig = field(default_factory=WorkerPoolConfig)
+    autoscaling: AutoscalingConfig | None = None  # None: the pool is sized by hand
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.topology import values
+from taskmesh.common.topology.autoscaling import read_autoscaling
 from taskmesh.common.topology.checks import (
     DurationField,
     check_addresses_unique,
@@ -196,6 +197,7 @@ def _read_region(
         fallbacks=tuple(fallback for _, fallback in fallbacks),
         breakers=_read_region_breakers(section.section("breakers", RegionBreakersFile)),
         workers=_read_workers(workers_section),
+        autoscaling=read_autoscaling(section),
     )
     check_order(
         DurationField(section, "heartbeat_interval", region.heartbeat_interval),

@@ -65,6 +65,18 @@ class WorkersFile(TypedDict, total=False):
     shutdown_timeout: Duration
 
 
+class AutoscalingFile(TypedDict, total=False):
+    """A region's ``autoscaling`` section (``command`` is required)."""
+
+    min_workers: int
+    max_workers: int
+    target_per_slot: int | float
+    cooldown: Duration
+    interval: Duration
+    command: Required[str]
+    command_timeout: Duration
+
+
 class RegionFile(TypedDict, total=False):
     """One entry of ``regions``."""
 
@@ -80,6 +92,7 @@ class RegionFile(TypedDict, total=False):
     fallbacks: list[str]
     breakers: RegionBreakersFile
     workers: WorkersFile
+    autoscaling: AutoscalingFile
 
 
 class TopologyFile(TypedDict, total=False):

@@ -83,6 +83,15 @@ def non_negative_int(value: object) -> int:
     return number
 
 
+def positive_number(value: object) -> float:
+    """A number (integer or not) above 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise expected("a positive number", value)
+    if value <= 0:
+        raise expected("a positive number", value)
+    return float(value)
+
+
 def string(value: object) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value.strip():

@@ -3,9 +3,12 @@ filled in) or to hand child processes a topology whose free ports have been reso
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
 from taskmesh.common.topology.config import (
+    AutoscalingConfig,
     BreakerConfig,
     LedgerConfig,
     MasterConfig,
@@ -15,6 +18,7 @@ from taskmesh.common.topology.config import (
     WorkerPoolConfig,
 )
 from taskmesh.common.topology.schema import (
+    AutoscalingFile,
     BreakerFile,
     LedgerFile,
     MasterFile,
@@ -91,8 +95,20 @@ def _workers(workers: WorkerPoolConfig) -> WorkersFile:
     }
 
 
-def _region(region: RegionConfig) -> RegionFile:
+def _autoscaling(autoscaling: AutoscalingConfig) -> AutoscalingFile:
     return {
+        "min_workers": autoscaling.min_workers,
+        "max_workers": autoscaling.max_workers,
+        "target_per_slot": autoscaling.target_per_slot,
+        "cooldown": format_duration(autoscaling.cooldown),
+        "interval": format_duration(autoscaling.interval),
+        "command": shlex.join(autoscaling.command),
+        "command_timeout": format_duration(autoscaling.command_timeout),
+    }
+
+
+def _region(region: RegionConfig) -> RegionFile:
+    written: RegionFile = {
         "name": region.name,
         "grpc": str(region.grpc),
         "http": str(region.http),
@@ -109,3 +125,6 @@ def _region(region: RegionConfig) -> RegionFile:
         },
         "workers": _workers(region.workers),
     }
+    if region.autoscaling is not None:
+        written["autoscaling"] = _autoscaling(region.autoscaling)
+    return written
