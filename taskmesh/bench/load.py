@@ -8,6 +8,7 @@ independent tasks, stored in one transaction.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -88,10 +89,32 @@ async def bounded(calls: Iterable[Awaitable[None]], limit: int) -> None:
         finally:
             semaphore.release()
 
-    async with asyncio.TaskGroup() as group:
-        for call in calls:
-            await semaphore.acquire()
-            group.create_task(one(call))
+    pending = iter(calls)
+    taken: list[Awaitable[None]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                await semaphore.acquire()  # before taking a call: none is left unawaited
+                call = next(pending, None)
+                if call is None:
+                    break
+                taken.append(call)
+                group.create_task(one(call))
+    except ExceptionGroup as failures:  # the first failure, with its message, not a group
+        # Calls whose task was cancelled before it began, or never taken, were never awaited.
+        for unstarted in [*taken, *pending]:
+            if (
+                inspect.iscoroutine(unstarted)
+                and inspect.getcoroutinestate(unstarted) == "CORO_CREATED"
+            ):
+                unstarted.close()
+        raise first_error(failures) from None
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a (possibly nested) exception group."""
+    error = group.exceptions[0]
+    return first_error(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 class Submitter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from taskmesh.bench.load import BenchmarkError, bounded
 from taskmesh.bench.report import format_table, table_rows
 from taskmesh.bench.scenarios import latency_summary, percentile
 from taskmesh.cli import main
@@ -60,3 +61,17 @@ def test_bad_options_name_the_option(
     error = capsys.readouterr().err
     assert message in error
     assert f"argument {argv[0]}" in error
+
+
+async def test_a_failed_submission_is_raised_as_itself() -> None:
+    """The CLI turns a BenchmarkError into a message; a bare ExceptionGroup would be a traceback."""
+    done: list[int] = []
+
+    async def call(number: int) -> None:
+        if number == 3:
+            raise BenchmarkError("submission failed: UNAVAILABLE")
+        done.append(number)
+
+    with pytest.raises(BenchmarkError, match="UNAVAILABLE"):
+        await bounded((call(number) for number in range(10)), limit=2)
+    assert 3 not in done
