@@ -290,8 +290,8 @@ def test_two_masters_at_once(scenario: Scenario, full: bool) -> None:
 def test_worker_drain_from_the_cli(scenario: Scenario, full: bool) -> None:
     """`taskmesh worker drain ID`: the worker finishes its runs (none lost) and exits 0."""
     cluster = scenario.cluster
-    scenario.submit(32 if full else 8, seconds=1.0, region="eu")
-    wait_for(lambda: running_on(cluster, "worker-eu-2") >= 1)
+    scenario.submit(32 if full else 8, seconds=1.0, region="eu", placement=Placement.STRICT)
+    wait_for(lambda: running_on(cluster, "worker-eu-2") >= 1, 120.0)
     scenario.fault()
     master = cluster.live_master().addresses["grpc"]
     drain = [sys.executable, "-m", "taskmesh", "worker", "drain", "worker-eu-2"]
