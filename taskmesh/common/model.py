@@ -361,6 +361,17 @@ class EventPage:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a listing shows; every field left unset matches every task."""
+
+    state: RunState | None = None  # of the latest attempt
+    region: str | None = None  # the task's region or its latest attempt's
+    kind: str | None = None
+    search: str | None = None  # a piece of the name, or the start of the task id
+    created_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskStatus:
     """A task with its latest attempt (None for a schedule with no run yet)."""
 
@@ -436,3 +447,60 @@ class SubmittedWorkflow:
 
     workflow_id: UUID
     tasks: Mapping[str, tuple[Task, Run | None]]  # by local name
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A stored workflow: a named group of tasks submitted together."""
+
+    id: UUID
+    name: str
+    created_at: datetime
+    task_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowGraph:
+    """A workflow with each task's latest attempt.
+
+    The edges are the tasks' dependencies (``task.spec.dependencies``) that point to tasks of
+    the same workflow; dependencies on outside tasks are left to the task itself.
+    """
+
+    workflow: Workflow
+    nodes: tuple[TaskStatus, ...]
+
+    @property
+    def edges(self) -> tuple[tuple[UUID, UUID], ...]:
+        """``(dependency, dependent)`` pairs inside the workflow, in node order."""
+        members = {status.task.id for status in self.nodes}
+        return tuple(
+            (dependency, status.task.id)
+            for status in self.nodes
+            for dependency in status.task.spec.dependencies
+            if dependency in members
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityBucket:
+    """One time slice of cluster activity: attempts that ended, and how fast runs were picked up.
+
+    ``pickup`` is ``started_at - ready_at`` (the due time, or the end of a retry backoff) of the
+    attempts that started in the slice, in seconds; None when none started.
+    """
+
+    start: datetime
+    finished: int
+    failed: int  # of ``finished``: every terminal state but succeeded
+    pickup_p50: float | None
+    pickup_p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetriedTask:
+    """What a manual retry created: the task's next attempt and its re-queued dependents'."""
+
+    task_id: UUID
+    run: Run
+    requeued: tuple[Run, ...] = ()  # new blocked attempts of upstream_failed descendants

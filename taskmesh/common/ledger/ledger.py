@@ -22,21 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
 
 from taskmesh.common.ledger import (
+    activity,
     control,
     deadlines,
     dispatch,
     locks,
+    manual_retry,
     membership,
     notifications,
     reads,
     recurring,
     submission,
     transitions,
+    workflow_graphs,
     workflows,
 )
 from taskmesh.common.ledger.engine import create_engine, is_conflict, translated_errors
 from taskmesh.common.ledger.retries import DEFAULT_LOST_RETRY_LIMIT, Jitter
 from taskmesh.common.model import (
+    ActivityBucket,
     Cancellation,
     ClaimedRun,
     EventCursor,
@@ -46,17 +50,21 @@ from taskmesh.common.model import (
     RecurringTask,
     Region,
     RegionState,
+    RetriedTask,
     Run,
     RunEvent,
     RunState,
     SubmittedWorkflow,
     Task,
+    TaskFilter,
     TaskSpec,
     TaskStatus,
     Transition,
     TransitionOutcome,
     Worker,
     WorkerState,
+    Workflow,
+    WorkflowGraph,
     WorkflowTask,
 )
 
@@ -193,6 +201,7 @@ class Ledger:
         *,
         state: RunState | None = None,
         region: str | None = None,
+        filters: TaskFilter | None = None,
         limit: int = 100,
         before: UUID | None = None,
         after: UUID | None = None,
@@ -200,12 +209,12 @@ class Ledger:
         """Tasks newest first, each with its latest run; one keyset page.
 
         ``state`` filters on the latest run's state, ``region`` on the task's region or its
-        latest run's; ``after`` continues past a task id (older), ``before`` goes back.
+        latest run's (both shorthands for ``filters``, which wins when given); ``after``
+        continues past a task id (older), ``before`` goes back.
         """
+        chosen = filters or TaskFilter(state=state, region=region)
         return await self._transaction(
-            lambda c: reads.list_tasks(
-                c, state=state, region=region, limit=limit, before=before, after=after
-            )
+            lambda c: reads.list_tasks(c, filters=chosen, limit=limit, before=before, after=after)
         )
 
     async def get_run(self, run_id: UUID) -> Run:
@@ -247,6 +256,24 @@ class Ledger:
     async def delegated_before(self, region: str, before: datetime) -> list[tuple[UUID, int]]:
         """(run id, epoch) of runs delegated to ``region`` before ``before``, still delegated."""
         return await self._transaction(lambda c: reads.delegated_before(c, region, before))
+
+    async def count_runs_by_state(self) -> dict[RunState, int]:
+        """Exactly how many attempts are in each state (every attempt, history included)."""
+        return await self._transaction(reads.count_runs_by_state)
+
+    async def run_activity(
+        self, until: datetime, window: timedelta, step: timedelta
+    ) -> list[ActivityBucket]:
+        """Throughput and pickup latency in slices of ``step`` over ``window`` up to ``until``."""
+        return await self._transaction(lambda c: activity.run_activity(c, until, window, step))
+
+    async def list_workflows(self, limit: int = 100) -> list[Workflow]:
+        """The newest workflows first, with how many tasks each holds."""
+        return await self._transaction(lambda c: workflow_graphs.list_workflows(c, limit))
+
+    async def workflow_graph(self, workflow_id: UUID) -> WorkflowGraph:
+        """A workflow's tasks with their latest attempts; ``NotFoundError`` if unknown."""
+        return await self._transaction(lambda c: workflow_graphs.workflow_graph(c, workflow_id))
 
     async def list_regions(self) -> list[Region]:
         """Every region that has sent a heartbeat."""
@@ -298,6 +325,10 @@ class Ledger:
     async def set_priority(self, task_id: UUID, priority: int) -> list[Run]:
         """Reprioritise a task; returns its unfinished attempts with the region each is in."""
         return await self._transaction(lambda c: control.set_priority(c, task_id, priority))
+
+    async def retry_task(self, task_id: UUID, now: datetime) -> RetriedTask:
+        """One more attempt for a task whose latest ended without success; see ``manual_retry``."""
+        return await self._transaction(lambda c: manual_retry.retry_task(c, task_id, now))
 
     async def cancel_task(self, task_id: UUID, now: datetime) -> Cancellation:
         """Cancel a task's blocked/pending runs and stop its schedule; returns in-flight runs."""

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +35,7 @@ from taskmesh.common.model import (
     RunEvent,
     RunState,
     Task,
+    TaskFilter,
     TaskStatus,
     Worker,
 )
@@ -91,17 +92,42 @@ def _cursor(task_id: UUID, newer: bool) -> ColumnElement[bool]:
     return key > anchor.scalar_subquery() if newer else key < anchor.scalar_subquery()
 
 
-def _list_query(
-    state: RunState | None, region: str | None, before: UUID | None, after: UUID | None
-) -> Select[Any]:
-    """The filtered, keyset-ordered query behind ``list_tasks``."""
+def with_latest_run(query: Select[Any]) -> tuple[Select[Any], Any]:
+    """``query`` over ``tasks`` plus the latest attempt's columns (prefixed ``latest_``).
+
+    Returns the query and the LATERAL subquery, for filters on the latest attempt.
+    """
     latest = _latest_runs()
     latest_columns = [column.label(RUN_PREFIX + column.name) for column in latest.c]
-    query = task_select().add_columns(*latest_columns).outerjoin(latest, text("true"))
-    if state is not None:
-        query = query.where(latest.c.state == str(state))
-    if region is not None:
-        query = query.where(or_(tasks.c.region == region, latest.c.region == region))
+    return query.add_columns(*latest_columns).outerjoin(latest, text("true")), latest
+
+
+def _filtered(query: Select[Any], latest: Any, filters: TaskFilter) -> Select[Any]:
+    """``query`` narrowed to the tasks ``filters`` match."""
+    if filters.state is not None:
+        query = query.where(latest.c.state == str(filters.state))
+    if filters.region is not None:
+        query = query.where(
+            or_(tasks.c.region == filters.region, latest.c.region == filters.region)
+        )
+    if filters.kind is not None:
+        query = query.where(tasks.c.kind == filters.kind)
+    if filters.search:
+        query = query.where(
+            or_(
+                tasks.c.name.icontains(filters.search, autoescape=True),
+                cast(tasks.c.id, Text).startswith(filters.search.lower(), autoescape=True),
+            )
+        )
+    if filters.created_since is not None:
+        query = query.where(tasks.c.created_at >= filters.created_since)
+    return query
+
+
+def _list_query(filters: TaskFilter, before: UUID | None, after: UUID | None) -> Select[Any]:
+    """The filtered, keyset-ordered query behind ``list_tasks``."""
+    query, latest = with_latest_run(task_select())
+    query = _filtered(query, latest, filters)
     if after is not None:
         query = query.where(_cursor(after, newer=False))
     if before is not None:
@@ -110,7 +136,7 @@ def _list_query(
     return query.order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
 
 
-def _status(row: Any) -> TaskStatus:
+def status_from_row(row: Any) -> TaskStatus:
     """A ``TaskStatus`` from a ``list_tasks`` row."""
     if row[RUN_PREFIX + "id"] is None:
         return TaskStatus(task_from_row(row))
@@ -123,8 +149,7 @@ def _status(row: Any) -> TaskStatus:
 async def list_tasks(
     connection: AsyncConnection,
     *,
-    state: RunState | None,
-    region: str | None,
+    filters: TaskFilter,
     limit: int,
     before: UUID | None,
     after: UUID | None,
@@ -133,8 +158,8 @@ async def list_tasks(
 
     ``after``: the page following that task (older ones); ``before``: the page preceding it.
     """
-    query = _list_query(state, region, before, after).limit(limit)
-    statuses = [_status(row) for row in (await connection.execute(query)).mappings()]
+    query = _list_query(filters, before, after).limit(limit)
+    statuses = [status_from_row(row) for row in (await connection.execute(query)).mappings()]
     return statuses[::-1] if before is not None else statuses
 
 
@@ -272,3 +297,13 @@ async def delegated_before(
         runs.c.delegated_at < before,
     )
     return [(row.id, row.epoch) for row in await connection.execute(query)]
+
+
+async def count_runs_by_state(connection: AsyncConnection) -> dict[RunState, int]:
+    """How many attempts are in each state, exactly (states with none are absent).
+
+    Every attempt counts, finished history included: one GROUP BY over ``ix_runs_state``,
+    which PostgreSQL answers with an index-only scan once the table is vacuumed.
+    """
+    query = select(runs.c.state, func.count()).group_by(runs.c.state)
+    return {RunState(state): int(count) for state, count in await connection.execute(query)}

@@ -249,6 +249,11 @@ runs = Table(
         "region",
         postgresql_where=text(one_of("state", IN_FLIGHT_STATES)),
     ),
+    # Exact totals by state (count_runs_by_state): an index-only GROUP BY.
+    Index("ix_runs_state", "state"),
+    # Recent activity (run_activity): attempts started / ended in a time window.
+    Index("ix_runs_started_at", "started_at", postgresql_where=text("started_at IS NOT NULL")),
+    Index("ix_runs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
 )
 
 regions = Table(
