@@ -249,6 +249,14 @@ class Client:
         response = self._call(self._stub.ListSchedules, request)
         return [scheduled_task_from_proto(item) for item in response.schedules]
 
+    def retry(self, task_id: UUID | str) -> model.RetriedTask:
+        """One more attempt for a task whose latest run failed, timed out, was cancelled, lost
+        or upstream_failed; ``ConflictError`` for a succeeded or still active task."""
+        response = self._call(self._stub.Retry, scheduler_pb2.RetryRequest(task_id=str(task_id)))
+        run = run_from_proto(response.run)
+        requeued = tuple(run_from_proto(item) for item in response.requeued)
+        return model.RetriedTask(run.task_id, run, requeued)
+
     def regions(self) -> builtins.list[model.Region]:
         """Every region as the master sees it."""
         response = self._call(self._stub.GetCluster, scheduler_pb2.GetClusterRequest())

@@ -1,4 +1,4 @@
-"""Client commands: ``taskmesh submit|status|list|logs|cancel|priority`` over gRPC."""
+"""Client commands: ``taskmesh submit|status|list|logs|cancel|priority|retry`` over gRPC."""
 
 from __future__ import annotations
 
@@ -43,7 +43,12 @@ def add_task_commands(commands: Subcommands) -> None:
     priority.add_argument("task_id")
     priority.add_argument("priority", type=int, help="new base priority, -1000..1000")
     priority.set_defaults(handler=set_priority)
-    for parser in (status, listing, logs, cancel, priority):
+    retry = commands.add_parser(
+        "retry", help="run a failed, timed out, cancelled or upstream_failed task again"
+    )
+    retry.add_argument("task_id")
+    retry.set_defaults(handler=retry_task)
+    for parser in (status, listing, logs, cancel, priority, retry):
         add_master_options(parser)
 
 
@@ -152,6 +157,17 @@ def set_priority(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with Client(master_address(args, env)) as client:
         changed = client.set_priority(args.task_id, args.priority)
     print(f"priority {args.priority} for {len(changed)} unfinished run(s)")
+    return EXIT_OK
+
+
+def retry_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Give a task that ended without success one more attempt."""
+    with Client(master_address(args, env)) as client:
+        retried = client.retry(args.task_id)
+    run = retried.run
+    print(f"attempt {run.attempt} of task {retried.task_id} is {run.state} (run {run.id})")
+    if retried.requeued:
+        print(f"re-queued {len(retried.requeued)} upstream_failed dependent(s) behind it")
     return EXIT_OK
 
 

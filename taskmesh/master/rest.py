@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from uuid import UUID
 
 from aiohttp import web
 
 from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
-from taskmesh.common.model import RunState
+from taskmesh.common.model import RunState, TaskFilter
 from taskmesh.master.classic_api import ClassicApi
 from taskmesh.master.dashboard import Dashboard
 from taskmesh.master.errors import http_body, http_headers, http_status
@@ -28,6 +29,7 @@ from taskmesh.master.task_json import (
     workflow_field,
     workflow_from_json,
 )
+from taskmesh.master.workflow_routes import WorkflowRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTO_STATE_PREFIX = "RUN_STATE_"
@@ -66,9 +68,11 @@ class RestApi:
         router.add_post("/v1/tasks/{task_id}/pause", self.pause)
         router.add_post("/v1/tasks/{task_id}/resume", self.resume)
         router.add_get("/v1/schedules", self.list_schedules)
+        router.add_post("/v1/tasks/{task_id}/retry", self.retry)
         router.add_get("/healthz", self.healthz)
         router.add_get("/readyz", self.readyz)
         ClassicApi(self._api).add_routes(router)
+        WorkflowRoutes(self._api).add_routes(router)
         Dashboard(self._api).install(app)
         return app
 
@@ -107,11 +111,13 @@ class RestApi:
         return web.json_response({"task": task_json(task), "runs": [run_json(r) for r in runs]})
 
     async def list_tasks(self, request: web.Request) -> web.Response:
-        """Tasks newest first, filtered by ``state`` and ``region``, paged by ``page_token``."""
+        """Tasks newest first, filtered (``state``, ``region``, ``kind``, ``search``, ``since``),
+        paged by ``page_token``."""
         state = request.query.get("state") or None
         page = await self._api.list_tasks(
             states=() if state is None else (_run_state(state),),
             region=request.query.get("region") or None,
+            filters=_task_filter(request),
             limit=_int_query(request, "limit", 0),
             page_token=request.query.get("page_token", ""),
         )
@@ -156,6 +162,13 @@ class RestApi:
                 "schedules": [scheduled_task_json(item) for item in found],
                 "observed_at": now.isoformat(),
             }
+        )
+
+    async def retry(self, request: web.Request) -> web.Response:
+        """One more attempt for a task that ended without success (409 for others)."""
+        retried = await self._api.retry(_path_task_id(request))
+        return web.json_response(
+            {"run": run_json(retried.run), "requeued": [run_json(r) for r in retried.requeued]}
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -206,6 +219,27 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise ValidationError(name, f"must be an integer, got {text!r}") from None
+
+
+def _task_filter(request: web.Request) -> TaskFilter:
+    """The ``kind``, ``search`` and ``since`` (RFC 3339) query filters."""
+    since = request.query.get("since") or None
+    return TaskFilter(
+        kind=request.query.get("kind") or None,
+        search=request.query.get("search") or None,
+        created_since=None if since is None else _instant(since, "since"),
+    )
+
+
+def _instant(text: str, name: str) -> datetime:
+    """An RFC 3339 instant with an offset."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ValidationError(name, f"must be an RFC 3339 time with an offset, got {text!r}")
+    return instant
 
 
 def _run_state(text: str) -> RunState:

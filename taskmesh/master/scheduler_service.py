@@ -268,6 +268,20 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             observed_at=timestamp(now),
         )
 
+    async def Retry(
+        self, request: scheduler_pb2.RetryRequest, context: Context
+    ) -> scheduler_pb2.RetryResponse:
+        """Give a task whose latest run ended without success one more attempt."""
+        return await _answer(context, self._retry(request))
+
+    async def _retry(self, request: scheduler_pb2.RetryRequest) -> scheduler_pb2.RetryResponse:
+        """Retry in model terms."""
+        retried = await self._api.retry(uuid(request.task_id, "task_id"))
+        return scheduler_pb2.RetryResponse(
+            run=run_to_proto(retried.run),
+            requeued=[run_to_proto(run) for run in retried.requeued],
+        )
+
 
 async def _drain_worker(
     ledger: Ledger, regions: RegionClients, request: cluster_pb2.DrainWorkerRequest

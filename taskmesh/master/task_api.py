@@ -5,24 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 from uuid import UUID
 
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import (
+    ActivityBucket,
     EventCursor,
     EventFilter,
+    RetriedTask,
     Run,
     RunEvent,
     RunState,
     ScheduledTask,
     SubmittedWorkflow,
     Task,
+    TaskFilter,
     TaskSpec,
     TaskStatus,
+    Workflow,
+    WorkflowGraph,
     WorkflowTask,
 )
 from taskmesh.common.rpc import cluster_pb2, region_pb2
@@ -124,17 +129,24 @@ class TaskApi:
         *,
         states: Collection[RunState] = (),
         region: str | None = None,
+        filters: TaskFilter | None = None,
         limit: int = 0,
         page_token: str = "",
     ) -> Page[TaskStatus]:
-        """Tasks newest first with their latest attempt; filtered on one state at most."""
+        """Tasks newest first with their latest attempt; filtered on one state at most.
+
+        ``states`` and ``region`` narrow ``filters`` (kind, search, creation time) further.
+        """
         if len(states) > 1:
             raise ValidationError("states", "filter on one state at most")
         size = page_size(limit)
         after = _token_id(page_token) if page_token else None
-        found = await self._ledger.list_tasks(
-            state=next(iter(states), None), region=region, limit=size + 1, after=after
+        chosen = replace(
+            filters or TaskFilter(),
+            state=next(iter(states), None) or (filters.state if filters else None),
+            region=region or (filters.region if filters else None),
         )
+        found = await self._ledger.list_tasks(filters=chosen, limit=size + 1, after=after)
         more = len(found) > size
         items = found[:size]
         return Page(items, str(items[-1].task.id) if more else "")
@@ -196,6 +208,26 @@ class TaskApi:
         queued = [run for run in runs if run.state is RunState.DELEGATED]
         await self._forward_priorities(queued, priority)
         return [run.id for run in runs]
+
+    async def retry(self, task_id: UUID) -> RetriedTask:
+        """One more attempt for a task whose latest run ended without success."""
+        return await self._ledger.retry_task(task_id, self._clock())
+
+    async def list_workflows(self, limit: int = 0) -> list[Workflow]:
+        """The newest workflows first."""
+        return await self._ledger.list_workflows(page_size(limit))
+
+    async def workflow_graph(self, workflow_id: UUID) -> WorkflowGraph:
+        """A workflow's tasks with their latest runs; edges follow their dependencies."""
+        return await self._ledger.workflow_graph(workflow_id)
+
+    async def run_totals(self) -> dict[RunState, int]:
+        """Exactly how many attempts are in each state."""
+        return await self._ledger.count_runs_by_state()
+
+    async def run_activity(self, window: timedelta, step: timedelta) -> list[ActivityBucket]:
+        """Throughput and pickup latency per ``step`` over the last ``window``."""
+        return await self._ledger.run_activity(self._clock(), window, step)
 
     async def cluster(self) -> list[cluster_pb2.RegionStatus]:
         """Every topology region as the ledger, the region and the master see it."""

@@ -242,3 +242,32 @@ def test_cli_cluster_prints_the_running_cluster(cluster: RunningCluster) -> None
     listing = taskmesh()
     assert cluster.master in listing
     assert "worker-us-2" in listing
+
+
+def test_cli_retry_reruns_a_failed_task_and_refuses_a_succeeded_one(
+    cluster: RunningCluster,
+) -> None:
+    def taskmesh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    with cluster.client() as client:
+        # Fails on its first attempt, succeeds on the next: the marker file tells them apart.
+        marker = cluster.state_file.parent / "retry-marker"
+        command = f"if [ -e {marker} ]; then echo second; else touch {marker}; exit 3; fi"
+        failing = client.submit(command, name="cli-retry")
+        assert client.wait(failing.id, timeout=60).latest_run.state is RunState.FAILED
+        retried = taskmesh("retry", str(failing.id))
+        assert retried.returncode == 0, retried.stderr
+        assert "attempt 2" in retried.stdout
+        info = client.wait(failing.id, timeout=60)
+        assert [run.state for run in info.runs] == [RunState.SUCCEEDED, RunState.FAILED]
+        assert info.latest_run.output_tail == "second\n"
+        refused = taskmesh("retry", str(failing.id))
+    assert refused.returncode == 1
+    assert "already succeeded" in refused.stderr

@@ -79,17 +79,89 @@ async def test_page_and_its_modules_are_served(http: aiohttp.ClientSession) -> N
             assert content_type in response.content_type  # browsers refuse other module types
 
 
-async def test_cluster_lists_topology_regions_and_task_states(http: aiohttp.ClientSession) -> None:
+async def get_json(http: aiohttp.ClientSession, path: str, **params: str) -> Any:
+    """GET ``path``; the JSON body of a 200 answer."""
+    async with http.get(path, params=params) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def test_cluster_lists_topology_regions_and_exact_run_states(
+    http: aiohttp.ClientSession,
+) -> None:
     await submit(http, "counted")
-    async with http.get("/v1/cluster") as response:
+    cancelled = await submit(http, "cancelled")
+    async with http.post(f"/v1/tasks/{cancelled}/cancel") as response:
         assert response.status == 200
-        overview = await response.json()
+    overview = await get_json(http, "/v1/cluster")
     assert [region["name"] for region in overview["regions"]] == ["eu", "us"]
     assert all(region.get("reachable", False) is False for region in overview["regions"])
-    assert overview["task_states"] == {"pending": 1}
-    assert overview["tasks_counted"] == 1
-    assert overview["tasks_truncated"] is False
+    assert overview["run_states"] == {"cancelled": 1, "pending": 1}
     assert overview["observed_at"].endswith("Z")
+
+
+async def test_activity_has_ninety_ten_second_slices(http: aiohttp.ClientSession) -> None:
+    activity = await get_json(http, "/v1/activity")
+    assert (activity["step_seconds"], activity["window_seconds"]) == (10, 900)
+    buckets = activity["buckets"]
+    assert len(buckets) == 90
+    assert all(b["finished"] == 0 and b["pickup_p50"] is None for b in buckets)
+    assert buckets[0]["start"] < buckets[-1]["start"] <= activity["observed_at"]
+
+
+async def test_retry_over_rest_requeues_and_refuses_an_active_task(
+    http: aiohttp.ClientSession,
+) -> None:
+    task_id = await submit(http, "retried")
+    async with http.post(f"/v1/tasks/{task_id}/cancel") as response:
+        assert response.status == 200
+    async with http.post(f"/v1/tasks/{task_id}/retry") as response:
+        assert response.status == 200
+        body = await response.json()
+    assert (body["run"]["attempt"], body["run"]["state"]) == (2, "RUN_STATE_PENDING")
+    async with http.post(f"/v1/tasks/{task_id}/retry") as response:
+        assert response.status == 409
+        assert "still active" in (await response.json())["error"]["message"]
+    async with http.post("/v1/tasks/not-a-task/retry") as response:
+        assert response.status == 404
+
+
+async def test_workflows_list_and_graph(http: aiohttp.ClientSession) -> None:
+    body = {
+        "name": "pipeline",
+        "tasks": [
+            {"local_name": "a", "name": "a", "command": "true"},
+            {"local_name": "b", "name": "b", "command": "true", "depends_on": ["a"]},
+        ],
+    }
+    async with http.post("/v1/workflows", json=body) as response:
+        assert response.status == 201, await response.text()
+        submitted = await response.json()
+    workflow_id, ids = submitted["workflow_id"], submitted["task_ids"]
+    listed = await get_json(http, "/v1/workflows")
+    assert [(w["id"], w["name"], w["task_count"]) for w in listed["workflows"]] == [
+        (workflow_id, "pipeline", 2)
+    ]
+    graph = await get_json(http, f"/v1/workflows/{workflow_id}")
+    assert graph["workflow"]["name"] == "pipeline"
+    states = {t["task"]["spec"]["name"]: t["latest_run"]["state"] for t in graph["tasks"]}
+    assert states == {"a": "RUN_STATE_PENDING", "b": "RUN_STATE_BLOCKED"}
+    assert graph["edges"] == [{"from": ids["a"], "to": ids["b"]}]
+    async with http.get("/v1/workflows/00000000-0000-4000-8000-000000000000") as response:
+        assert response.status == 404
+
+
+async def test_task_list_filters_kind_search_and_since(http: aiohttp.ClientSession) -> None:
+    async with http.post("/v1/tasks", json={"name": "Nightly", "command": "true", "kind": "batch"}):
+        pass
+    await submit(http, "other")
+    names = lambda body: [t["task"]["spec"]["name"] for t in body["tasks"]]  # noqa: E731
+    assert names(await get_json(http, "/v1/tasks", kind="batch")) == ["Nightly"]
+    assert names(await get_json(http, "/v1/tasks", search="nigh")) == ["Nightly"]
+    assert names(await get_json(http, "/v1/tasks", since="2999-01-01T00:00:00Z")) == []
+    async with http.get("/v1/tasks", params={"since": "yesterday"}) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["field"] == "since"
 
 
 async def test_stream_frames_each_batch_with_its_last_event_id(

@@ -223,6 +223,8 @@ async def test_list_tasks_pages_newest_first(stub: Stub) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         ("SubmitWorkflow", scheduler_pb2.SubmitWorkflowRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Retry", scheduler_pb2.RetryRequest(task_id=UNKNOWN_ID), grpc.StatusCode.NOT_FOUND),
+        ("Retry", scheduler_pb2.RetryRequest(), grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 async def test_errors_map_to_status_codes(
@@ -326,3 +328,25 @@ async def test_health_is_serving(served: RunningMaster) -> None:
         for service in ("", "taskmesh.v1.Scheduler"):
             answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_retry_requeues_a_cancelled_run_and_refuses_an_active_one(stub: Stub) -> None:
+    """A cancelled future run gets attempt 2 (pending until its due time); retrying that is
+    refused while it waits."""
+    later = Timestamp()
+    later.GetCurrentTime()
+    later.seconds += 3600
+    submitted = await stub.Submit(
+        scheduler_pb2.SubmitRequest(
+            spec=spec(schedule=task_pb2.Schedule(at=task_pb2.AtSchedule(at=later)))
+        )
+    )
+    await stub.Cancel(scheduler_pb2.CancelRequest(task_id=submitted.task.id))
+    response = await stub.Retry(scheduler_pb2.RetryRequest(task_id=submitted.task.id))
+    assert (response.run.task_id, response.run.attempt) == (submitted.task.id, 2)
+    assert response.run.state == run_pb2.RUN_STATE_PENDING
+    assert list(response.requeued) == []
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Retry(scheduler_pb2.RetryRequest(task_id=submitted.task.id))
+    assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "still active" in (raised.value.details() or "")

@@ -8,7 +8,7 @@ Ledger semantics (``Ledger.retry_task``), in one transaction:
   ``cancelled``, ``upstream_failed``, ``lost``) may be retried; a succeeded task, an active one
   (``blocked`` … ``running``) or one with no run yet is a ``ConflictError`` saying why.
 - The new attempt belongs to the same run (same ``due_at``) with ``attempt + 1``, the task's
-  current priority and region, ``ready_at = now``, and an event with ``cause: retry`` and
+  current priority and region, ready at once (never before its due time), and an event with ``cause: retry`` and
   ``retry_of`` naming the attempt it follows. It is ``pending`` when every dependency has
   succeeded, ``blocked`` while one is unfinished; a dependency that ended without success is a
   ``ConflictError`` (retry that one first).
@@ -92,7 +92,7 @@ def _next_attempt(ended: Mapping[Any, Any], state: RunState, now: datetime) -> N
         state=state,
         priority=ended["priority"],
         region=ended["region"],
-        ready_at=now,
+        ready_at=max(now, ended["due_at"]),
         created_at=now,
         detail={"cause": "retry", "retry_of": str(ended["run_id"]), "outcome": ended["state"]},
     )

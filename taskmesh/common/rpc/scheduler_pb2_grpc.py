@@ -106,6 +106,11 @@ class SchedulerStub:
                 request_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/taskmesh.v1.Scheduler/Retry',
+                request_serializer=taskmesh_dot_v1_dot_scheduler__pb2.RetryRequest.SerializeToString,
+                response_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.RetryResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -210,6 +215,15 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retry(self, request, context):
+        """Gives a task whose latest run ended without success (failed, timed_out, cancelled,
+        upstream_failed, lost) one more attempt of that run; upstream_failed dependents are
+        re-queued behind it. FAILED_PRECONDITION for a succeeded or still active task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +296,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.FromString,
                     response_serializer=taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=taskmesh_dot_v1_dot_scheduler__pb2.RetryRequest.FromString,
+                    response_serializer=taskmesh_dot_v1_dot_scheduler__pb2.RetryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -663,6 +682,33 @@ class Scheduler:
             '/taskmesh.v1.Scheduler/DrainWorker',
             taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerRequest.SerializeToString,
             taskmesh_dot_v1_dot_cluster__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmesh.v1.Scheduler/Retry',
+            taskmesh_dot_v1_dot_scheduler__pb2.RetryRequest.SerializeToString,
+            taskmesh_dot_v1_dot_scheduler__pb2.RetryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,11 @@ class SchedulerStub:
     """Every recurring task with its next fire times, as the master computes them now."""
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]
     """Ask one worker to drain, through its region (found in the ledger)."""
+    Retry: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RetryRequest, _scheduler_pb2.RetryResponse]
+    """Gives a task whose latest run ended without success (failed, timed_out, cancelled,
+    upstream_failed, lost) one more attempt of that run; upstream_failed dependents are
+    re-queued behind it. FAILED_PRECONDITION for a succeeded or still active task.
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -100,6 +105,11 @@ class SchedulerAsyncStub(SchedulerStub):
     """Every recurring task with its next fire times, as the master computes them now."""
     DrainWorker: _aio.UnaryUnaryMultiCallable[_cluster_pb2.DrainWorkerRequest, _cluster_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     """Ask one worker to drain, through its region (found in the ledger)."""
+    Retry: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RetryRequest, _scheduler_pb2.RetryResponse]  # type: ignore[assignment]
+    """Gives a task whose latest run ended without success (failed, timed_out, cancelled,
+    upstream_failed, lost) one more attempt of that run; upstream_failed dependents are
+    re-queued behind it. FAILED_PRECONDITION for a succeeded or still active task.
+    """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Submit, inspect, steer and watch tasks and runs; served by the master."""
@@ -215,5 +225,16 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.DrainWorkerResponse, _abc.Awaitable[_cluster_pb2.DrainWorkerResponse]]:
         """Ask one worker to drain, through its region (found in the ledger)."""
+
+    @_abc_1.abstractmethod
+    def Retry(
+        self,
+        request: _scheduler_pb2.RetryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RetryResponse, _abc.Awaitable[_scheduler_pb2.RetryResponse]]:
+        """Gives a task whose latest run ended without success (failed, timed_out, cancelled,
+        upstream_failed, lost) one more attempt of that run; upstream_failed dependents are
+        re-queued behind it. FAILED_PRECONDITION for a succeeded or still active task.
+        """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,44 +1,58 @@
-"""``GET /v1/cluster``: the regions as ``GetCluster`` gives them, plus task totals by state.
+"""``GET /v1/cluster`` and ``GET /v1/activity``: the cluster at a glance, and its last minutes.
 
 Regions and workers are the ``GetClusterResponse`` messages in proto3 JSON, dated by
 ``observed_at`` (the master's clock) so the page computes heartbeat ages without trusting the
-browser's clock. The totals count the latest run state of the newest ``TASKS_COUNTED`` tasks:
-a bounded read the ledger already offers; ``tasks_truncated`` says when there were more.
+browser's clock. ``run_states`` counts every attempt by state, exactly (``count_runs_by_state``).
+The activity is the ledger's ``run_activity`` slices: attempts ended and pickup latency.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from taskmesh.common.model import TaskStatus
+from taskmesh.common.model import ActivityBucket
 from taskmesh.common.rpc.values import timestamp
-from taskmesh.master.task_api import MAX_PAGE, TaskApi
+from taskmesh.master.task_api import TaskApi
 from taskmesh.master.task_json import message_json
 
-TASKS_COUNTED = MAX_PAGE
-NO_RUN = "no_run"  # a recurring task whose first run is not materialised yet
+ACTIVITY_WINDOW = timedelta(minutes=15)
+ACTIVITY_STEP = timedelta(seconds=10)
+
+
+def instant_json(instant: datetime) -> str:
+    """An instant as RFC 3339 text, the way proto3 JSON writes timestamps."""
+    return timestamp(instant).ToJsonString()
 
 
 async def cluster_overview(api: TaskApi, now: datetime) -> dict[str, Any]:
-    """The overview: ``observed_at``, ``regions``, ``task_states`` and how they were counted."""
-    regions, recent = await asyncio.gather(api.cluster(), api.list_tasks(limit=TASKS_COUNTED))
+    """The overview: ``observed_at``, ``regions`` and ``run_states`` (attempts by state)."""
+    regions, totals = await asyncio.gather(api.cluster(), api.run_totals())
     return {
-        "observed_at": timestamp(now).ToJsonString(),
+        "observed_at": instant_json(now),
         "regions": [message_json(region) for region in regions],
-        "task_states": latest_states(recent.items),
-        "tasks_counted": len(recent.items),
-        "tasks_truncated": bool(recent.next_token),
+        "run_states": {str(state): count for state, count in sorted(totals.items())},
     }
 
 
-def latest_states(statuses: Iterable[TaskStatus]) -> dict[str, int]:
-    """How many of these tasks have their latest run in each state (``no_run``: none yet)."""
-    counts = Counter(
-        NO_RUN if status.latest_run is None else status.latest_run.state.value
-        for status in statuses
-    )
-    return dict(sorted(counts.items()))
+def bucket_json(bucket: ActivityBucket) -> dict[str, Any]:
+    """One activity slice; latencies in seconds, null when nothing started in the slice."""
+    return {
+        "start": instant_json(bucket.start),
+        "finished": bucket.finished,
+        "failed": bucket.failed,
+        "pickup_p50": bucket.pickup_p50,
+        "pickup_p95": bucket.pickup_p95,
+    }
+
+
+async def cluster_activity(api: TaskApi, now: datetime) -> dict[str, Any]:
+    """The last ``ACTIVITY_WINDOW`` in ``ACTIVITY_STEP`` slices, oldest first."""
+    buckets = await api.run_activity(ACTIVITY_WINDOW, ACTIVITY_STEP)
+    return {
+        "observed_at": instant_json(now),
+        "step_seconds": ACTIVITY_STEP.total_seconds(),
+        "window_seconds": ACTIVITY_WINDOW.total_seconds(),
+        "buckets": [bucket_json(bucket) for bucket in buckets],
+    }
