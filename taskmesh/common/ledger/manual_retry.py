@@ -6,12 +6,12 @@ Ledger semantics (``Ledger.retry_task``), in one transaction:
   the end of an attempt) serialize: the second sees the first's new attempt and is refused.
 - Only a task whose latest attempt is terminal and not ``succeeded`` (``failed``, ``timed_out``,
   ``cancelled``, ``upstream_failed``, ``lost``) may be retried; a succeeded task, an active one
-  (``blocked`` … ``running``) or one with no run yet is a ``ConflictError`` saying why.
+  (``blocked`` to ``running``) or one with no run yet is a ``ConflictError`` saying why.
 - The new attempt belongs to the same run (same ``due_at``) with ``attempt + 1``, the task's
-  current priority and region, ready at once (never before its due time), and an event with ``cause: retry`` and
-  ``retry_of`` naming the attempt it follows. It is ``pending`` when every dependency has
-  succeeded, ``blocked`` while one is unfinished; a dependency that ended without success is a
-  ``ConflictError`` (retry that one first).
+  current priority and region, ready at once (never before its due time), and an event with
+  ``cause: retry`` and ``retry_of`` naming the attempt it follows. It is ``pending`` when
+  every dependency has succeeded, ``blocked`` while one is unfinished; a dependency that ended
+  without success is a ``ConflictError`` (retry that one first).
 - Descendants whose latest attempt is ``upstream_failed`` get a new ``blocked`` attempt too (when
   all their other dependencies have succeeded or are being retried), so a retried step of a
   workflow carries the rest of the workflow with it once it succeeds.
