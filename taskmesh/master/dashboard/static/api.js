@@ -26,21 +26,42 @@ async function request(path, options = {}) {
 }
 
 export const fetchCluster = () => request("v1/cluster");
+export const fetchActivity = () => request("v1/activity");
+export const fetchWorkflows = () => request("v1/workflows?limit=50");
+export const fetchWorkflow = (workflowId) =>
+  request(`v1/workflows/${encodeURIComponent(workflowId)}`);
 
-/** Newest tasks with their latest run, filtered server-side. */
-export function fetchTasks({ state = "", region = "", limit = 100 } = {}) {
+/**
+ * One page of the newest tasks with their latest run, filtered server-side: `state`, `region`,
+ * `kind`, `search` (a piece of the name or the start of the id), `since` (RFC 3339), and the
+ * `page_token` of the page to show.
+ */
+export function fetchTasks(filters = {}, limit = 50) {
   const query = new URLSearchParams({ limit: String(limit) });
-  if (state) query.set("state", state);
-  if (region) query.set("region", region);
+  for (const [name, value] of Object.entries(filters)) {
+    if (value) query.set(name, value);
+  }
   return request(`v1/tasks?${query}`);
 }
+
+const post = (path, body) => request(path, {
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+export const setPriority = (taskId, priority) =>
+  post(`v1/tasks/${encodeURIComponent(taskId)}/priority`, { priority });
+
+export const retryTask = (taskId) => post(`v1/tasks/${encodeURIComponent(taskId)}/retry`, {});
+
+/** Terminal states a retry may follow (not succeeded, which is done for good). */
+export const RETRYABLE_STATES = new Set([
+  "failed", "timed_out", "cancelled", "upstream_failed", "lost",
+]);
 
 export const fetchTask = (taskId) =>
   request(`v1/tasks/${encodeURIComponent(taskId)}?run_limit=20`);
 
 export const cancelTask = (taskId) =>
-  request(`v1/tasks/${encodeURIComponent(taskId)}/cancel`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ reason: "cancelled from the dashboard" }),
-  });
+  post(`v1/tasks/${encodeURIComponent(taskId)}/cancel`, { reason: "cancelled from the dashboard" });

@@ -1,5 +1,6 @@
-// The task detail panel: the latest run's timeline, its attempts, output, and a Cancel button.
-import { TERMINAL_STATES, cancelTask, fetchTask, shortEnum } from "./api.js";
+// The task detail panel: the latest run's timeline, its attempts, output, its workflow, and
+// Cancel / Retry buttons.
+import { RETRYABLE_STATES, TERMINAL_STATES, cancelTask, fetchTask, retryTask, shortEnum } from "./api.js";
 import { badge, el, formatInstant, secondsBetween } from "./dom.js";
 
 // The latest run's steps in order, with the run field that dates each one.
@@ -12,9 +13,10 @@ const STEPS = [
 ];
 
 export class DetailPanel {
-  constructor(node, onClose) {
+  constructor(node, onClose, onOpenWorkflow) {
     this.node = node;
     this.onClose = onClose;
+    this.onOpenWorkflow = onOpenWorkflow;
     this.taskId = null;
     this.notice = "";
   }
@@ -58,6 +60,7 @@ export class DetailPanel {
         ["priority", run.priority ?? spec.priority ?? 0],
         ["exit code", run.exit_code ?? "—"],
         ["error", run.error || null],
+        ["workflow", task.workflow_id ? this.workflowLink(task.workflow_id) : null],
       ]),
       el("h3", {}, "Latest run"),
       timeline(run),
@@ -67,6 +70,16 @@ export class DetailPanel {
       attempts(runs),
       this.actions(task.id, state));
     this.node.querySelector(".close").addEventListener("click", () => this.onClose());
+  }
+
+  workflowLink(workflowId) {
+    const link = el("a", { href: `#workflow=${workflowId}`, class: "mono workflow-link" },
+      `${workflowId.slice(0, 8)} (show graph)`);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      this.onOpenWorkflow(workflowId);
+    });
+    return link;
   }
 
   actions(taskId, state) {
@@ -83,7 +96,20 @@ export class DetailPanel {
       }
       await this.refresh();
     });
-    return el("div", { class: "actions" }, cancel, el("span", { class: "muted notice" }, this.notice));
+    const retry = el("button", {
+      type: "button", id: "retry-task", disabled: !RETRYABLE_STATES.has(state),
+    }, "Retry");
+    retry.addEventListener("click", async () => {
+      retry.disabled = true;
+      try {
+        const answer = await retryTask(taskId);
+        this.notice = `retried: attempt ${answer.run.attempt} is ${shortEnum(answer.run.state, "RUN_STATE_")}`;
+      } catch (error) {
+        this.notice = `retry refused: ${error.message}`;
+      }
+      await this.refresh();
+    });
+    return el("div", { class: "actions" }, cancel, retry, el("span", { class: "muted notice" }, this.notice));
   }
 }
 

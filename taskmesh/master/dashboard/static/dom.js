@@ -14,6 +14,19 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** svg("rect", {x: 1}) -> an SVG element (SVG needs its namespace); text children become nodes. */
+export function svg(tag, attributes = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
 /** A coloured state badge; `data-state` picks the colour in the stylesheet. */
 export const badge = (state) => el("span", { class: "state", "data-state": state }, state || "—");
 

@@ -1,21 +1,32 @@
-// Wires the dashboard together: initial loads, live events, periodic refresh as a fallback.
-import { RUN_STATES, fetchCluster, fetchTasks } from "./api.js";
+// Wires the dashboard together: initial loads, live events, periodic refresh as a fallback,
+// the runs filters and pages, and the workflow view (#workflow=<id> in the address).
+import { RUN_STATES, fetchActivity, fetchCluster, fetchTasks } from "./api.js";
+import { renderCharts } from "./charts.js";
 import { DetailPanel } from "./detail.js";
 import { el, formatInstant } from "./dom.js";
 import { followEvents } from "./live.js";
 import { renderOverview } from "./overview.js";
 import { RunsTable } from "./runs.js";
+import { WorkflowView, renderWorkflowList } from "./workflow.js";
 
 const OVERVIEW_EVERY_MS = 5000; // heartbeats and credits change without run events
 const RUNS_EVERY_MS = 10000; // fallback in case the event stream is down
+const ACTIVITY_EVERY_MS = 10000; // one chart slice
 const AFTER_EVENTS_MS = 300; // batch reloads caused by a burst of events
+const PAGE_SIZE = 50;
 
 const $ = (selector) => document.querySelector(selector);
 const filters = $("#run-filters");
 const liveStatus = $("#live-status");
 
-const table = new RunsTable($("#runs-table tbody"), $("#runs-empty"), (taskId) => select(taskId));
-const detail = new DetailPanel($("#detail"), () => select(null));
+const notice = (text, failed = false) => {
+  const node = $("#runs-notice");
+  node.textContent = text;
+  node.dataset.failed = String(failed);
+};
+const table = new RunsTable($("#runs-table tbody"), $("#runs-empty"), (taskId) => select(taskId), notice);
+const detail = new DetailPanel($("#detail"), () => select(null), (workflowId) => openWorkflow(workflowId));
+const workflow = new WorkflowView($("#workflow"), (taskId) => select(taskId));
 
 /** Runs `load` at most once per `delay`, however often it is asked for. */
 function debounced(load, delay) {
@@ -36,13 +47,45 @@ async function loadOverview() {
   }
 }
 
+async function loadActivity() {
+  try {
+    renderCharts(await fetchActivity(), $("#charts"));
+  } catch (error) {
+    $("#charts").replaceChildren(el("p", { class: "muted" }, `charts unavailable: ${error.message}`));
+  }
+}
+
+async function loadWorkflows() {
+  try {
+    await renderWorkflowList($("#workflows-table tbody"), $("#workflows-empty"), openWorkflow);
+  } catch (error) {
+    console.warn("workflows not loaded:", error);
+  }
+}
+
+// Paging: the tokens of the pages shown so far; the last one is the current page's.
+let pageTokens = [""];
+let nextToken = "";
+
+function filterValues() {
+  const values = Object.fromEntries(new FormData(filters));
+  const seconds = Number(values.since);
+  values.since = seconds ? new Date(Date.now() - seconds * 1000).toISOString() : "";
+  return { ...values, page_token: pageTokens.at(-1) };
+}
+
 // Responses can arrive out of order; only the newest request may draw.
 let runsRequest = 0;
 async function loadRuns() {
   const number = ++runsRequest;
   try {
-    const page = await fetchTasks(Object.fromEntries(new FormData(filters)));
-    if (number === runsRequest) table.render(page.tasks ?? []);
+    const page = await fetchTasks(filterValues(), PAGE_SIZE);
+    if (number !== runsRequest) return;
+    table.render(page.tasks ?? []);
+    nextToken = page.next_page_token ?? "";
+    $("#page-older").disabled = !nextToken;
+    $("#page-newer").disabled = pageTokens.length < 2;
+    $("#page-number").textContent = `page ${pageTokens.length}`;
   } catch (error) {
     console.warn("runs not loaded:", error);
   }
@@ -53,6 +96,12 @@ function select(taskId) {
   detail.show(taskId);
 }
 
+function openWorkflow(workflowId) {
+  const hash = workflowId ? `#workflow=${workflowId}` : "";
+  if (location.hash !== hash) history.replaceState(null, "", hash || location.pathname);
+  workflow.show(workflowId);
+}
+
 function fillRegionFilter(names) {
   const menu = filters.elements.region;
   const shown = new Set([...menu.options].map((option) => option.value));
@@ -61,25 +110,45 @@ function fillRegionFilter(names) {
 
 const reloadRuns = debounced(loadRuns, AFTER_EVENTS_MS);
 const reloadOverview = debounced(loadOverview, 1000); // the overview is the costlier read
+const reloadActivity = debounced(loadActivity, 2000);
+const reloadWorkflow = debounced(() => workflow.refresh(), 1000);
 
 function onEvents(events) {
-  // With a state filter a row may have to leave the list: reload rather than patch.
-  const filtered = Boolean(filters.elements.state.value);
-  if (table.applyEvents(events) || filtered) reloadRuns();
+  // With a filter or past page 1 a row may have to leave or join: reload rather than patch.
+  const narrowed = Boolean(filters.elements.state.value) || pageTokens.length > 1;
+  if (table.applyEvents(events) || narrowed) reloadRuns();
   if (events.some((event) => event.task_id === detail.taskId)) detail.refresh();
+  if (workflow.applyEvents(events)) reloadWorkflow(); // recoloured at once, then re-read
+  if (events.some((event) => !event.from_state)) reloadWorkflowsList(); // new runs, maybe a new workflow
   reloadOverview();
+  reloadActivity();
+}
+const reloadWorkflowsList = debounced(loadWorkflows, 2000);
+
+function turnPage(older) {
+  if (older && nextToken) pageTokens.push(nextToken);
+  if (!older && pageTokens.length > 1) pageTokens.pop();
+  loadRuns();
 }
 
 function start() {
   for (const state of RUN_STATES) filters.elements.state.append(el("option", {}, state));
-  filters.addEventListener("change", loadRuns);
+  filters.addEventListener("input", debounced(() => { pageTokens = [""]; loadRuns(); }, 250));
+  filters.addEventListener("submit", (event) => event.preventDefault());
+  $("#page-older").addEventListener("click", () => turnPage(true));
+  $("#page-newer").addEventListener("click", () => turnPage(false));
   followEvents(onEvents, (status) => {
     liveStatus.dataset.live = status;
     liveStatus.textContent = status;
   });
+  const linked = /^#workflow=([0-9a-f-]+)$/i.exec(location.hash);
+  if (linked) workflow.show(linked[1]);
   loadOverview();
+  loadActivity();
   loadRuns();
+  loadWorkflows();
   setInterval(loadOverview, OVERVIEW_EVERY_MS);
+  setInterval(loadActivity, ACTIVITY_EVERY_MS);
   setInterval(loadRuns, RUNS_EVERY_MS);
 }
 

@@ -1,4 +1,4 @@
-// The cluster overview: task totals by state, and one card per region with its workers.
+// The cluster overview: run totals by state, and one card per region with its workers.
 import { RUN_STATES, shortEnum } from "./api.js";
 import { badge, el, formatAge, secondsBetween } from "./dom.js";
 
@@ -9,12 +9,27 @@ export function renderOverview(overview, totalsNode, regionsNode) {
   regionsNode.replaceChildren(...overview.regions.map((region) => regionCard(region, age)));
 }
 
-function totals({ task_states: counts, tasks_counted: counted, tasks_truncated: truncated }) {
-  const known = [...RUN_STATES, "no_run"].filter((state) => counts[state]);
+function totals({ run_states: counts = {} }) {
+  const known = RUN_STATES.filter((state) => counts[state]);
   const chips = known.map((state) =>
     el("span", { class: "total", "data-total": state }, badge(state), el("b", {}, counts[state])));
-  const scope = truncated ? `newest ${counted} tasks` : `${counted} tasks`;
-  return [...chips, el("span", { class: "muted" }, `by latest run · ${scope}`)];
+  const all = known.reduce((sum, state) => sum + counts[state], 0);
+  return [...chips, el("span", { class: "muted" }, `${all} runs, every attempt, exact`)];
+}
+
+/**
+ * A breaker as a badge. The cluster JSON may give a bare enum ("BREAKER_STATE_OPEN"), an object
+ * {state, failures, opened_at}, or nothing (older masters): all are shown, none is required.
+ */
+export function breakerBadge(breaker, age) {
+  if (!breaker) return el("span", { class: "muted breaker" }, "—");
+  const detail = typeof breaker === "object" ? breaker : { state: breaker };
+  const state = shortEnum(detail.state, "BREAKER_STATE_") || "unknown";
+  const notes = [];
+  if (detail.failures) notes.push(`${detail.failures} failures`);
+  if (detail.opened_at && state !== "closed") notes.push(`opened ${formatAge(age(detail.opened_at))} ago`);
+  return el("span", { class: "breaker", "data-breaker": state, title: notes.join(", ") || null },
+    badge(state), notes.length ? el("small", { class: "muted" }, ` ${notes.join(" · ")}`) : null);
 }
 
 function regionCard(region, age) {
@@ -24,7 +39,7 @@ function regionCard(region, age) {
     ["queue", region.queue_depth ?? 0],
     ["running", `${region.running ?? 0} / ${region.total_slots ?? 0}`],
     ["heartbeat", formatAge(age(region.heartbeat_at))],
-    ["breaker", shortEnum(region.breaker, "BREAKER_STATE_") || "—"],
+    ["breaker", breakerBadge(region.breaker, age)],
   ];
   return el("article", { class: "region", "data-region": region.name },
     el("header", {},
@@ -36,7 +51,7 @@ function regionCard(region, age) {
 }
 
 function workerTable(workers, age) {
-  const head = el("tr", {}, ...["Worker", "Slots", "Load", "Heartbeat", "State"]
+  const head = el("tr", {}, ...["Worker", "Slots", "Load", "Heartbeat", "State", "Breaker"]
     .map((title) => el("th", {}, title)));
   const rows = workers.map((worker) => {
     const slots = worker.slots ?? 0;
@@ -48,9 +63,10 @@ function workerTable(workers, age) {
       el("td", {}, el("span", { class: "load" }, el("span", { style: `width:${share * 100}%` })),
         `${running}/${slots}`),
       el("td", {}, formatAge(age(worker.heartbeat_at))),
-      el("td", {}, badge(shortEnum(worker.state, "WORKER_STATE_"))));
+      el("td", {}, badge(shortEnum(worker.state, "WORKER_STATE_"))),
+      el("td", {}, breakerBadge(worker.breaker, age)));
   });
-  const empty = el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no workers registered"));
+  const empty = el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no workers registered"));
   return el("table", { class: "grid" }, el("thead", {}, head),
     el("tbody", {}, ...(rows.length ? rows : [empty])));
 }

@@ -1,5 +1,6 @@
-// The runs table: one row per task with its latest run, patched in place by live events.
-import { TERMINAL_STATES, shortEnum } from "./api.js";
+// The runs table: one row per task with its latest run, patched in place by live events, with
+// two actions per row: change the priority, and retry a task that ended without success.
+import { RETRYABLE_STATES, TERMINAL_STATES, retryTask, setPriority, shortEnum } from "./api.js";
 import { badge, el, formatInstant } from "./dom.js";
 
 /** A table row's model from a TaskStatus (GET /v1/tasks item). */
@@ -7,6 +8,7 @@ function rowOf({ task, latest_run: run = {} }) {
   return {
     taskId: task.id,
     name: task.spec?.name ?? "",
+    kind: task.spec?.kind ?? "default",
     attempt: run.attempt ?? 0,
     state: shortEnum(run.state, "RUN_STATE_") || "no run",
     region: run.region ?? task.spec?.region ?? "",
@@ -19,19 +21,63 @@ function rowOf({ task, latest_run: run = {} }) {
 }
 
 export class RunsTable {
-  constructor(tbody, emptyNote, onSelect) {
+  constructor(tbody, emptyNote, onSelect, onNotice) {
     this.tbody = tbody;
     this.emptyNote = emptyNote;
+    this.onNotice = onNotice;
     this.rows = new Map(); // task id -> row model, in display order
     this.selected = null;
     tbody.addEventListener("click", (event) => {
+      if (event.target.closest("form, button, input")) return; // actions never select the row
       const row = event.target.closest("tr[data-task-id]");
       if (row) onSelect(row.dataset.taskId);
     });
+    this.deferred = null; // a render held back while a priority was being typed
+    tbody.addEventListener("focusout", () => setTimeout(() => {
+      if (this.deferred && !tbody.contains(document.activeElement)) this.render(this.deferred);
+    }));
+    tbody.addEventListener("submit", (event) => this.onPriority(event));
+    tbody.addEventListener("click", (event) => {
+      const retry = event.target.closest("button.retry");
+      if (retry) this.onRetry(retry.closest("tr").dataset.taskId, retry);
+    });
+  }
+
+  async onPriority(event) {
+    event.preventDefault();
+    const form = event.target;
+    const taskId = form.closest("tr").dataset.taskId;
+    const priority = Number(form.elements.priority.value);
+    try {
+      await setPriority(taskId, priority);
+      form.elements.priority.blur(); // lets held-back renders through
+      const row = this.rows.get(taskId);
+      if (row) row.priority = priority;
+      this.onNotice(`priority of ${taskId.slice(0, 8)} set to ${priority}`);
+    } catch (error) {
+      this.onNotice(`priority not changed: ${error.message}`, true);
+    }
+  }
+
+  async onRetry(taskId, button) {
+    button.disabled = true;
+    try {
+      const answer = await retryTask(taskId);
+      const extra = answer.requeued.length ? `, ${answer.requeued.length} dependent(s) re-queued` : "";
+      this.onNotice(`retry of ${taskId.slice(0, 8)}: attempt ${answer.run.attempt}${extra}`);
+    } catch (error) {
+      button.disabled = false;
+      this.onNotice(`retry refused: ${error.message}`, true);
+    }
   }
 
   /** Show these TaskStatus items (newest first), replacing what is shown. */
   render(statuses) {
+    if (this.tbody.contains(document.activeElement)) { // the operator is typing: wait for it
+      this.deferred = statuses;
+      return;
+    }
+    this.deferred = null;
     this.rows = new Map(statuses.map((status) => [status.task.id, rowOf(status)]));
     this.tbody.replaceChildren(...[...this.rows.values()].map((row) => this.rowNode(row)));
     this.emptyNote.hidden = this.rows.size > 0;
@@ -59,7 +105,10 @@ export class RunsTable {
       }
       if (event.attempt < row.attempt) continue; // news about an older attempt
       patch(row, event);
-      this.tbody.querySelector(`tr[data-task-id="${row.taskId}"]`)?.replaceWith(this.rowNode(row));
+      const shown = this.tbody.querySelector(`tr[data-task-id="${row.taskId}"]`);
+      if (!shown) continue;
+      if (shown.contains(document.activeElement)) shown.dataset.state = row.state; // typing
+      else shown.replaceWith(this.rowNode(row));
     }
     return unknown;
   }
@@ -75,10 +124,24 @@ export class RunsTable {
       el("td", { class: "run-state" }, badge(row.state)),
       el("td", {}, row.region),
       el("td", { class: "mono" }, row.worker),
-      el("td", { class: "num" }, row.priority),
+      el("td", {}, row.kind),
       el("td", {}, formatInstant(row.due)),
       el("td", {}, formatInstant(row.started)),
-      el("td", {}, formatInstant(row.finished)));
+      el("td", {}, formatInstant(row.finished)),
+      el("td", { class: "priority" }, this.priorityForm(row)),
+      el("td", { class: "row-actions" }, el("button", {
+        type: "button", class: "retry", disabled: !RETRYABLE_STATES.has(row.state),
+        title: "run it again as a new attempt",
+      }, "Retry")));
+  }
+
+  priorityForm(row) {
+    return el("form", { class: "priority-form", "aria-label": "priority" },
+      el("input", {
+        name: "priority", type: "number", min: -1000, max: 1000, step: 1, value: row.priority,
+        "aria-label": "priority", required: true,
+      }),
+      el("button", { type: "submit", title: "set the priority of the task and its waiting runs" }, "Set"));
   }
 }
 
