@@ -478,6 +478,7 @@ SERVICES = {
         "ResumeSchedule": (False, False),
         "ListSchedules": (False, False),
         "DrainWorker": (False, False),
+        "Retry": (False, False),
     },
     ("region_pb2", "Region"): {
         "Delegate": (False, False),
