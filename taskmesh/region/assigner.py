@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
+from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.model import (
     NOT_STARTED_IN_TIME,
     ClaimedRun,
@@ -102,7 +103,12 @@ class Assigner:
                 if worker is not None:
                     batches[worker].append(run)
                 continue
-            log.warning("run %s dropped, the ledger refused it: %s", run.run_id, outcome.refusal)
+            log.warning(
+                "run %s dropped, the ledger refused it: %s",
+                run.run_id,
+                outcome.refusal,
+                extra=run_fields(run.run_id, worker=run.worker_id, epoch=run.epoch),
+            )
             self._runtime.discard(run)
         for worker, runs in batches.items():
             worker.send(messages.assign(runs))

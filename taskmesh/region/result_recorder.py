@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.errors import ValidationError
 from taskmesh.common.model import RunState, Transition, TransitionOutcome, TransitionRefusal
 from taskmesh.common.rpc import region_pb2
@@ -110,6 +111,7 @@ class ResultRecorder:
                     transition.run_id,
                     transition.epoch,
                     outcome.refusal,
+                    extra=run_fields(transition.run_id, worker=worker_id, epoch=transition.epoch),
                 )
         worker = self._runtime.registry.get(worker_id)
         if worker is not None and acks:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
+from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.errors import ValidationError
 from taskmesh.common.model import RunState
 from taskmesh.common.rpc import region_pb2
@@ -122,7 +123,12 @@ class Foreman:
         stop = Stop(StopKind.ABANDON, "the region no longer expects this run")
         for ref in refs:
             if not self._slots.stop(RunKey.of(ref), stop):
-                logger.info("run %s: abandoned by the region, not running here", RunKey.of(ref))
+                key = RunKey.of(ref)
+                logger.info(
+                    "run %s: abandoned by the region, not running here",
+                    key,
+                    extra=run_fields(key.run_id, epoch=key.epoch),
+                )
 
     def _assign(self, messages: Iterable[region_pb2.Assignment]) -> None:
         """Start each assignment in a free slot, or fail it at once."""
@@ -173,7 +179,8 @@ class Foreman:
     def _refuse(self, key: RunKey, task_id: str, why: str) -> None:
         """End an assignment that never started with a FAILED result."""
         error = f"not started: {why}"
-        logger.warning("run %s of task %s: %s", key, task_id, error)
+        fields = run_fields(key.run_id, task_id, epoch=key.epoch)
+        logger.warning("run %s of task %s: %s", key, task_id, error, extra=fields)
         self.record(Result(key, task_id, RunState.FAILED, datetime.now(UTC), error=error))
 
     def _cancel(self, refs: Iterable[region_pb2.RunRef], reason: str) -> None:
@@ -183,10 +190,13 @@ class Foreman:
             key = RunKey.of(ref)
             if self._slots.stop(key, stop):
                 continue
+            fields = run_fields(key.run_id, epoch=key.epoch)
             if key in self._outbox:
-                logger.info("run %s: cancel after it finished; its result stands", key)
+                logger.info(
+                    "run %s: cancel after it finished; its result stands", key, extra=fields
+                )
             else:
-                logger.info("run %s: cancel for a run not running here; ignored", key)
+                logger.info("run %s: cancel for a run not running here; ignored", key, extra=fields)
 
     def _ack(self, refs: Iterable[region_pb2.RunRef]) -> None:
         """Forget the acknowledged results."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from taskmesh import __version__
+from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.model import Executor, RunState
 from taskmesh.common.rpc import region_pb2
 from taskmesh.common.rpc.values import EXECUTORS, RUN_STATES, duration, member, timestamp
@@ -53,6 +54,10 @@ class Assignment:
     execution: Execution
     kind: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    def log_fields(self) -> dict[str, object]:
+        """The structured fields of a log line about this run."""
+        return run_fields(self.key.run_id, self.task_id, epoch=self.key.epoch)
 
     def __str__(self) -> str:
         """How log lines name the run: run id, epoch, task id and name, attempt."""

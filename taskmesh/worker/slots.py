@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import assert_never
 
+from taskmesh.common.daemon_logging import log_context
 from taskmesh.common.model import RunState
 from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT, GroupGuard, Outcome, execute
 from taskmesh.worker.messages import Assignment, Result, RunKey
@@ -149,7 +150,9 @@ class SlotPool:
         if slot.stop is not None:
             return
         slot.stop = stop
-        logger.info("%s: stopping (%s)", slot.assignment, stop.reason)
+        logger.info(
+            "%s: stopping (%s)", slot.assignment, stop.reason, extra=slot.assignment.log_fields()
+        )
         if slot.entered and slot.task is not None:
             slot.task.cancel()
 
@@ -157,7 +160,8 @@ class SlotPool:
         """Execute one assignment, free its slot, and hand its result over."""
         slot.entered = True
         try:
-            result = await self._execute(slot)
+            with log_context(**slot.assignment.log_fields()):  # every line of this task
+                result = await self._execute(slot)
         finally:
             del self._slots[slot.assignment.key]
             if not self._slots:
