@@ -130,8 +130,11 @@ class LocalCluster:
         database_url: str,
         log_dir: Path,
         state_file: Path,
+        *,
+        log_format: str = "text",
     ) -> None:
         self.topology = topology
+        self.log_format = log_format  # text keeps the log files readable; json for shippers
         self.state_file = state_file
         self.topology_path = topology_path
         self.database_url = database_url
@@ -256,6 +259,7 @@ class LocalCluster:
 
     def _child(self, name: str, tier: str, args: Sequence[str]) -> Child:
         argv = [sys.executable, "-m", "taskmesh", *args, "--topology", str(self.topology_path)]
+        argv += ["--log-format", self.log_format]
         return Child(name, tier, argv, self.log_dir / f"{name}.log")
 
 

@@ -17,6 +17,7 @@ from taskmesh.cli.bench import add_bench_command
 from taskmesh.cli.cluster import add_cluster_commands
 from taskmesh.cli.daemons import add_daemon_commands
 from taskmesh.cli.db import add_db_commands, ledger_options
+from taskmesh.cli.health import add_health_command
 from taskmesh.cli.schedules import add_schedule_commands
 from taskmesh.cli.tasks import add_task_commands
 from taskmesh.cli.watch import add_watch_command
@@ -59,4 +60,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_command(commands)
     add_db_commands(commands)
     add_bench_command(commands)
+    add_health_command(commands)
     return parser

@@ -32,6 +32,12 @@ def add_cluster_commands(commands: Subcommands) -> None:
     up.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY, help="topology file")
     up.add_argument("--state-file", type=Path, help="where to write the cluster's addresses")
     up.add_argument("--log-dir", type=Path, help="daemon logs (default: beside the state file)")
+    up.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the daemons' log lines: human text (default) or one JSON object per line",
+    )
     up.set_defaults(handler=run_up)
     show = commands.add_parser("cluster", help="print the addresses of the running `taskmesh up`")
     show.add_argument("--state-file", type=Path, help="state file written by `taskmesh up`")
@@ -46,7 +52,14 @@ def run_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     log_dir: Path = args.log_dir or state_file.parent / "logs"
     with _ledger(topology, env) as database_url:
         _migrate(database_url)
-        cluster = LocalCluster(topology, args.topology.resolve(), database_url, log_dir, state_file)
+        cluster = LocalCluster(
+            topology,
+            args.topology.resolve(),
+            database_url,
+            log_dir,
+            state_file,
+            log_format=args.log_format,
+        )
         asyncio.run(_serve(cluster))
     return EXIT_OK
 
@@ -115,7 +128,8 @@ def format_addresses(state: Mapping[str, Any], state_file: Path) -> str:
         for name, addresses in state["regions"].items()
     ]
     lines += [
-        f"worker     {name:<14} http {addresses.get('http', '-')}"
+        f"worker     {name:<14} http {addresses.get('http', '-')}   "
+        f"grpc {addresses.get('grpc', '-')}"
         for name, addresses in state["workers"].items()
     ]
     lines += [f"state      {state_file}", f"logs       {state['logs']}"]

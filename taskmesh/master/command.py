@@ -25,7 +25,7 @@ from taskmesh.common.command_line import (
     address_argument,
     ledger_url,
 )
-from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.daemon_logging import add_log_format_option, configure_logging
 from taskmesh.common.errors import ConfigError, LedgerUnavailableError
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
@@ -134,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dial region NAME at HOST:PORT instead of its topology address (repeatable)",
     )
     add_listen_options(parser)
+    add_log_format_option(parser)
 
 
 def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -144,7 +145,7 @@ def run_master(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     unknown = sorted(set(regions) - set(topology.region_names))
     if unknown:
         raise ConfigError([f"--region: no region {name!r} in the topology" for name in unknown])
-    configure_logging()
+    configure_logging(args.log_format, daemon="master")
     serving = serve_master(
         topology,
         url,

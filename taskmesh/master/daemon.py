@@ -22,14 +22,16 @@ from grpc_health.v1 import health_pb2_grpc
 
 from taskmesh.common.errors import UnavailableError
 from taskmesh.common.ledger import Ledger
+from taskmesh.common.probes import Probes, Readiness
 from taskmesh.common.rpc import scheduler_pb2_grpc
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, Topology
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.dispatcher import Dispatcher
 from taskmesh.master.due_listener import DueListener
-from taskmesh.master.health import Health
+from taskmesh.master.health import Health, readiness
 from taskmesh.master.materialiser import Materialiser
+from taskmesh.master.metrics import MasterMetrics
 from taskmesh.master.reaper import Reaper
 from taskmesh.master.region_clients import RegionClients
 from taskmesh.master.rest import RestApi
@@ -80,8 +82,11 @@ class Master:
         self._stopping = stopping or asyncio.Event()
         self.health = Health()
         self.regions = RegionClients.for_topology(topology, region_addresses or {}, self.master_id)
+        self.metrics = MasterMetrics(ledger, self.regions)
         self.api = TaskApi(ledger, self.regions, topology, clock=clock)
-        self.dispatcher = Dispatcher(ledger, self.regions, config, clock=clock)
+        self.dispatcher = Dispatcher(
+            ledger, self.regions, config, clock=clock, metrics=self.metrics
+        )
         self.reaper = Reaper(ledger, self.regions, topology, clock=clock)
         self.materialiser = Materialiser(ledger, self.regions, clock=clock)
         self.start_deadlines = StartDeadlines(ledger, clock=clock)
@@ -182,7 +187,8 @@ class Master:
 
     async def _start_http(self) -> int:
         """Bind and start the HTTP server; returns its port."""
-        app = RestApi(self.api, self.health, self.ledger.ping).application()
+        probes = Probes(self._readiness, self.metrics.registry, self.metrics.refresh)
+        app = RestApi(self.api, probes).application()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._http_runner = runner
@@ -192,6 +198,10 @@ class Master:
         except OSError as error:
             raise UnavailableError(f"cannot listen for HTTP on {self._http_address}") from error
         return int(runner.addresses[0][1])
+
+    async def _readiness(self) -> Readiness:
+        """The master's ``/readyz`` report."""
+        return await readiness(self.health, self.ledger.ping, self.regions)
 
     def _warn_undialable(self) -> None:
         """Say which regions cannot be reached: port 0 in the topology and no override."""

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.errors import LedgerUnavailableError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import ClaimedRun
 from taskmesh.common.retry_policies import ledger_backoff
 from taskmesh.common.topology import MasterConfig
 from taskmesh.master.clock import Clock, utc_now
+from taskmesh.master.metrics import MasterMetrics
 from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,11 @@ class Dispatcher:
         config: MasterConfig,
         *,
         clock: Clock = utc_now,
+        metrics: MasterMetrics | None = None,
     ) -> None:
         """Dispatch from ``ledger`` to ``regions`` every ``config.dispatch_interval`` at least."""
         self._ledger = ledger
+        self._metrics = metrics
         self._regions = regions
         self._clock = clock
         self._interval = config.dispatch_interval.total_seconds()
@@ -140,6 +144,8 @@ class Dispatcher:
     async def _deliver(self, region: str, runs: Sequence[ClaimedRun]) -> BatchResult:
         """Send one region its batch; everything it did not take is to be released."""
         client = self._regions.get(region)
+        if self._metrics is not None:
+            self._metrics.observe_batch(region, len(runs))
         try:
             delivery = await client.delegate(runs)
         except CALL_FAILURES as error:
@@ -153,6 +159,9 @@ class Dispatcher:
         unaccepted = tuple(
             (run.run_id, run.epoch) for run in runs if run.run_id not in delivery.accepted
         )
+        if self._metrics is not None:
+            accepted = [run for run in runs if run.run_id in delivery.accepted]
+            self._metrics.observe_delegated(region, accepted)
         hard = [refusal for refusal in delivery.refused if refusal.reason not in CREDIT_REFUSALS]
         for refusal in hard:
             log.warning(
@@ -161,6 +170,7 @@ class Dispatcher:
                 refusal.run_id,
                 refusal.reason,
                 refusal.detail,
+                extra=run_fields(refusal.run_id, region=region),
             )
         return BatchResult(len(runs) - len(unaccepted), unaccepted, bounced=bool(hard))
 
@@ -176,9 +186,14 @@ class Dispatcher:
             )
             self._unreleased.extend(keys)
             return
+        if self._metrics is not None:
+            self._metrics.count_refusals(outcomes)
         for outcome in outcomes:
             if not outcome.applied:
-                log.debug("run %s not released: %s", outcome.transition.run_id, outcome.refusal)
+                run_id = outcome.transition.run_id
+                log.debug(
+                    "run %s not released: %s", run_id, outcome.refusal, extra=run_fields(run_id)
+                )
 
     async def _release_leftovers(self) -> None:
         """Release what an earlier round could not (raises while the ledger is down)."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from taskmesh.common.errors import TaskmeshError
+from taskmesh.common.probes import Component, Readiness
 from taskmesh.common.rpc import scheduler_pb2
+from taskmesh.master.region_clients import RegionClients
 
 SCHEDULER_SERVICE = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 SERVICES = ("", SCHEDULER_SERVICE)  # "" is the whole server
@@ -49,3 +53,32 @@ class Health:
         """Publish NOT_SERVING for good: the master is shutting down."""
         self.phase = Phase.DRAINING
         await self.servicer.enter_graceful_shutdown()
+
+
+async def readiness(
+    health: Health, ping: Callable[[], Awaitable[None]], regions: RegionClients
+) -> Readiness:
+    """What ``/readyz`` answers: serving, the ledger answers, and some region's breaker is not
+    open (with every breaker open the master can place no work)."""
+    try:
+        await ping()
+        ledger = Component("ledger", True)
+    except TaskmeshError as error:
+        ledger = Component("ledger", False, {"error": str(error)})
+    links = {
+        client.name: {
+            "address": client.address,
+            "breaker": client.breaker_state,
+            "credit": client.credit,
+        }
+        for client in regions
+    }
+    placeable = any(link["breaker"] != "open" for link in links.values()) or not links
+    return Readiness(
+        "master",
+        (
+            Component("phase", health.ready, {"phase": str(health.phase)}),
+            ledger,
+            Component("regions", placeable, links),
+        ),
+    )

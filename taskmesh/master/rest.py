@@ -15,10 +15,10 @@ from aiohttp import web
 
 from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
 from taskmesh.common.model import RunState, TaskFilter
+from taskmesh.common.probes import Probes
 from taskmesh.master.classic_api import ClassicApi
 from taskmesh.master.dashboard import Dashboard
 from taskmesh.master.errors import http_body, http_headers, http_status
-from taskmesh.master.health import Health
 from taskmesh.master.task_api import TaskApi
 from taskmesh.master.task_json import (
     run_json,
@@ -49,11 +49,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 class RestApi:
     """The HTTP routes over a ``TaskApi``."""
 
-    def __init__(self, api: TaskApi, health: Health, ping: Callable[[], Awaitable[None]]) -> None:
-        """Serve ``api``; ``/readyz`` also needs ``ping`` (the ledger) to answer."""
+    def __init__(self, api: TaskApi, probes: Probes) -> None:
+        """Serve ``api`` and the operator's ``probes`` (``/healthz``, ``/readyz``, ``/metrics``)."""
         self._api = api
-        self._health = health
-        self._ping = ping
+        self._probes = probes
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -69,8 +68,7 @@ class RestApi:
         router.add_post("/v1/tasks/{task_id}/resume", self.resume)
         router.add_get("/v1/schedules", self.list_schedules)
         router.add_post("/v1/tasks/{task_id}/retry", self.retry)
-        router.add_get("/healthz", self.healthz)
-        router.add_get("/readyz", self.readyz)
+        self._probes.add_routes(router)
         ClassicApi(self._api).add_routes(router)
         WorkflowRoutes(self._api).add_routes(router)
         Dashboard(self._api).install(app)
@@ -170,21 +168,6 @@ class RestApi:
         return web.json_response(
             {"run": run_json(retried.run), "requeued": [run_json(r) for r in retried.requeued]}
         )
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        """Liveness: the process answers."""
-        return web.json_response({"status": "ok", "phase": str(self._health.phase)})
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: serving, and the ledger answers."""
-        if not self._health.ready:
-            return web.json_response({"status": str(self._health.phase)}, status=503)
-        try:
-            await self._ping()
-        except TaskmeshError as error:
-            body = {"status": "ledger unavailable", "error": str(error)}
-            return web.json_response(body, status=503)
-        return web.json_response({"status": "ready"})
 
 
 async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, object]:

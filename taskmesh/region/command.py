@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskmesh.common.command_line import add_database_url_option, add_listen_options, ledger_url
-from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.daemon_logging import add_log_format_option, configure_logging
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
 from taskmesh.common.systemd import WatchdogConfig, watchdog_config
@@ -82,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", type=Path, required=True, help="topology file")
     add_database_url_option(parser)
     add_listen_options(parser)
+    add_log_format_option(parser)
 
 
 def run_region(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -89,7 +90,7 @@ def run_region(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     topology = load_topology(args.topology, environ=env)
     topology.region(args.name)  # NotFoundError names the regions there are
     url = ledger_url(args, topology)
-    configure_logging()
+    configure_logging(args.log_format, daemon="region", region=args.name)
     serving = serve_region(
         topology,
         args.name,

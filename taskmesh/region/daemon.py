@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as grpc_health
 
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import RegionState
+from taskmesh.common.probes import Probes, ProbeServer, Readiness
 from taskmesh.common.retry_policies import ledger_retrying
 from taskmesh.common.rpc import region_pb2_grpc
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
@@ -30,9 +31,9 @@ from taskmesh.region.autoscaler import Autoscaler
 from taskmesh.region.breakers import BreakerBoard
 from taskmesh.region.delegation import RegionService
 from taskmesh.region.handover import Handover
-from taskmesh.region.health import HealthServer
 from taskmesh.region.heartbeat import Heartbeat
 from taskmesh.region.ledger_writer import LedgerWriter
+from taskmesh.region.metrics import RegionMetrics
 from taskmesh.region.orphans import DelegationAudit, reclaim_previous_work
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.status import readiness, region_status
@@ -70,7 +71,7 @@ class _Parts:
     loops: dict[str, BackgroundLoop]
     health: grpc_health.HealthServicer
     server: grpc.aio.Server
-    http: HealthServer
+    http: ProbeServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +180,9 @@ class RegionDaemon:
     def _build(self, ledger: Ledger) -> _Parts:
         """Every component of the region, wired, nothing started."""
         config = self.config
-        writer = LedgerWriter(ledger, lost_retry_limit=config.lost_run_retries)
-        runtime = RegionRuntime(config, writer, BreakerBoard(config.breakers))
+        metrics = RegionMetrics(config.name)
+        writer = LedgerWriter(ledger, lost_retry_limit=config.lost_run_retries, observer=metrics)
+        runtime = RegionRuntime(config, writer, BreakerBoard(config.breakers), metrics=metrics)
         sessions = WorkerSessions(runtime)
         heartbeat = Heartbeat(runtime, ledger)
         loops: dict[str, BackgroundLoop] = {
@@ -192,12 +194,12 @@ class RegionDaemon:
         if config.autoscaling is not None:
             loops["autoscaler"] = Autoscaler(runtime, config.autoscaling)
 
-        def report() -> dict[str, object]:
+        async def report() -> Readiness:
             return readiness(runtime, heartbeat.ledger_reachable and writer.ledger_available)
 
         health = grpc_health.HealthServicer()
         server = self._grpc_server(runtime, sessions, health, heartbeat)
-        http = HealthServer(self._http_address, report)
+        http = ProbeServer(self._http_address, Probes(report, metrics.registry))
         return _Parts(ledger, runtime, sessions, heartbeat, loops, health, server, http)
 
     async def _startup(self, parts: _Parts) -> RegionHandle:

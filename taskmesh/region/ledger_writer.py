@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +38,14 @@ class TransitionStore(Protocol):
         ...
 
 
+class WriteObserver(Protocol):
+    """Who measures the writes (the region's metrics)."""
+
+    def timing_write(self, size: int) -> AbstractContextManager[None]:
+        """Time one write of ``size`` transitions."""
+        ...
+
+
 @dataclass(slots=True)
 class _Ticket:
     """Transitions written together, and who hears about their outcomes."""
@@ -50,9 +59,15 @@ class LedgerWriter:
     """Collects transitions from every part of the region and writes them in batches."""
 
     def __init__(
-        self, store: TransitionStore, *, lost_retry_limit: int, max_batch: int = MAX_BATCH
+        self,
+        store: TransitionStore,
+        *,
+        lost_retry_limit: int,
+        max_batch: int = MAX_BATCH,
+        observer: WriteObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._lost_retry_limit = lost_retry_limit
         self._max_batch = max_batch
         self._tickets: deque[_Ticket] = deque()
@@ -132,15 +147,17 @@ class LedgerWriter:
         """One ``record_transitions`` call, retried while the ledger is unavailable."""
         if not transitions:
             return []
-        async for attempt in ledger_retrying():
-            with attempt:
-                try:
-                    outcomes = await self._store.record_transitions(
-                        transitions, lost_retry_limit=self._lost_retry_limit
-                    )
-                except LedgerUnavailableError:
-                    self.ledger_available = False
-                    raise
+        observer = self._observer
+        with observer.timing_write(len(transitions)) if observer else nullcontext():
+            async for attempt in ledger_retrying():
+                with attempt:
+                    try:
+                        outcomes = await self._store.record_transitions(
+                            transitions, lost_retry_limit=self._lost_retry_limit
+                        )
+                    except LedgerUnavailableError:
+                        self.ledger_available = False
+                        raise
         self.ledger_available = True
         return outcomes
 

@@ -19,6 +19,7 @@ from taskmesh.region import messages
 from taskmesh.region.breakers import BreakerBoard
 from taskmesh.region.holdings import HeldRun, QueuedRun
 from taskmesh.region.ledger_writer import LedgerWriter
+from taskmesh.region.metrics import RegionMetrics
 from taskmesh.region.run_queue import RunQueue
 from taskmesh.region.worker_registry import WorkerRegistry
 
@@ -40,6 +41,7 @@ class RegionRuntime:
     address: str = ""  # the gRPC address the master reaches the region at
     draining: bool = False
     desired_workers: int | None = None  # the autoscaler's latest figure; None without one
+    metrics: RegionMetrics = field(default_factory=lambda: RegionMetrics("unnamed"))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     queue: RunQueue[QueuedRun] = field(init=False)
     registry: WorkerRegistry = field(init=False)
@@ -47,6 +49,7 @@ class RegionRuntime:
     def __post_init__(self) -> None:
         self.queue = RunQueue(self.config.capacity, self.config.age_step, self.clock)
         self.registry = WorkerRegistry(self.board)
+        self.metrics.watch(self)
 
     @property
     def name(self) -> str:

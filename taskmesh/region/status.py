@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from taskmesh.common.model import RegionState, WorkerState
+from taskmesh.common.probes import Component, Readiness
 from taskmesh.common.rpc import cluster_pb2
 from taskmesh.common.rpc.values import EXECUTORS, REGION_STATES, WORKER_STATES, timestamp
 from taskmesh.region.breakers import Breaker
+from taskmesh.region.metrics import priority_band
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.worker_registry import ConnectedWorker
 
@@ -71,20 +73,45 @@ def region_status(
     )
 
 
-def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> dict[str, object]:
-    """The JSON body of ``/healthz`` and ``/readyz``; ``ready`` decides the latter's status."""
+def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> Readiness:
+    """What ``/readyz`` answers: ready while the ledger answers and the region is not draining.
+
+    Workers do not decide readiness (a region queues work before its workers connect, and a
+    supervisor may start workers only once their region is ready); they are shown.
+    """
     workers = list(runtime.registry)
-    return {
-        "region": runtime.name,
-        "ready": ledger_reachable and not runtime.draining,
-        "state": str(region_state(runtime)),
-        "ledger_reachable": ledger_reachable,
-        "workers_connected": len(workers),
-        "queue_depth": len(runtime.queue),
-        "credit": runtime.credit,
-        "running": runtime.registry.running,
-        "free_slots": sum(worker.credit for worker in workers),
-        "unwritten_transitions": runtime.writer.pending,
-        "stale_epoch_refusals": runtime.writer.stale_refusals,
-        "desired_workers": runtime.desired_workers,
-    }
+    bands: dict[str, int] = {}
+    for priority, count in runtime.queue.depth_by_priority().items():
+        band = priority_band(priority)
+        bands[band] = bands.get(band, 0) + count
+    return Readiness(
+        f"region {runtime.name}",
+        (
+            Component(
+                "ledger",
+                ledger_reachable,
+                {
+                    "unwritten_transitions": runtime.writer.pending,
+                    "stale_epoch_refusals": runtime.writer.stale_refusals,
+                },
+            ),
+            Component("state", not runtime.draining, {"state": str(region_state(runtime))}),
+            Component(
+                "workers",
+                True,
+                {
+                    "connected": len(workers),
+                    "draining": sum(worker.draining for worker in workers),
+                    "slots": sum(worker.slots for worker in workers),
+                    "free_slots": sum(worker.credit for worker in workers),
+                    "running": runtime.registry.running,
+                },
+            ),
+            Component("autoscaling", True, {"desired_workers": runtime.desired_workers}),
+            Component(
+                "queue",
+                True,
+                {"depth": len(runtime.queue), "credit": runtime.credit, "by_band": bands},
+            ),
+        ),
+    )

@@ -77,6 +77,8 @@ class WorkerSessions:
             held.started = True
             at = instant(start.started_at) if start.HasField("started_at") else self._runtime.now()
             transitions.append(held.transition(RunState.RUNNING, at))
+            if held.queued is not None:
+                self._runtime.metrics.observe_started(held.queued.claimed.due_at, at)
         self._runtime.writer.record(transitions)
 
     def results(self, worker: ConnectedWorker, message: region_pb2.RunResults) -> None:

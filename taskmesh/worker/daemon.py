@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from taskmesh.common.probes import Component, Probes, ProbeServer, Readiness
 from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address
 from taskmesh.worker.foreman import Foreman
-from taskmesh.worker.health import HealthServer
+from taskmesh.worker.grpc_health import GrpcHealth
+from taskmesh.worker.messages import Assignment, Result
+from taskmesh.worker.metrics import WorkerFigures, WorkerMetrics
 from taskmesh.worker.orphan_guard import OrphanGuard
 from taskmesh.worker.outbox import Outbox
 from taskmesh.worker.region_link import LinkState, RegionLink
@@ -47,8 +50,8 @@ class Worker:
         self.guard = OrphanGuard()
         self.slots = SlotPool(
             settings.slots,
-            on_start=lambda assignment, at: self.link.report_started(assignment.key, at),
-            on_finish=lambda assignment, result: self.foreman.record(result),
+            on_start=self._started,
+            on_finish=self._finished,
             output_limit=settings.output_limit,
             guard=self.guard,
         )
@@ -66,7 +69,9 @@ class Worker:
             heartbeat_interval=settings.heartbeat_interval,
             backoff=backoff,
         )
-        self._health = HealthServer(settings.http, self.status)
+        self.metrics = WorkerMetrics(settings.worker_id, self._figures)
+        self._http = ProbeServer(settings.http, Probes(self._readiness, self.metrics.registry))
+        self._grpc = GrpcHealth(settings.grpc, lambda: bool(self.status()["ready"]))
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
         self._stop_reason = "stop requested"
@@ -79,8 +84,13 @@ class Worker:
 
     @property
     def http_address(self) -> Address:
-        """The address the health endpoint actually listens on (known once ``run`` started)."""
-        return self.settings.http.with_port(self._health.port)
+        """The address the HTTP probes actually listen on (known once ``run`` started)."""
+        return self._http.address
+
+    @property
+    def grpc_address(self) -> Address:
+        """The address the gRPC health service listens on (known once ``run`` started)."""
+        return self._grpc.address
 
     @property
     def draining(self) -> bool:
@@ -105,7 +115,12 @@ class Worker:
         ``on_ready`` is called once the HTTP endpoint is bound (``http_address`` is known) and
         the region link is starting; the region need not be reachable yet.
         """
-        await self._health.start()
+        await self._http.start()
+        try:
+            await self._grpc.start()
+        except BaseException:
+            await self._http.stop()
+            raise
         self.guard.start()
         logger.info(
             "worker %s: %d slots, region %s at %s",
@@ -118,16 +133,20 @@ class Worker:
             async with self.slots, asyncio.TaskGroup() as tasks:
                 link = tasks.create_task(self.link.run(), name="region-link")
                 watchdog = start_watchdog(self._watchdog, tasks, [link])
+                publisher = tasks.create_task(self._grpc.publish(), name="grpc-health")
                 if on_ready is not None:
                     on_ready(self)
                 await self._stopping.wait()
                 if watchdog is not None:
                     watchdog.stop()
+                await self._grpc.shutting_down()
+                publisher.cancel()
                 await self._drain()
                 await self._close_link(link)
         finally:
             self.guard.stop()
-            await self._health.stop()
+            await self._grpc.stop()
+            await self._http.stop()
         logger.info("worker %s stopped", self.worker_id)
 
     def status(self) -> dict[str, object]:
@@ -139,10 +158,46 @@ class Worker:
             "region": self.settings.region,
             "link": self.link.state.value,
             "draining": self.draining,
-            "slots": {"total": self.slots.total, "in_use": self.slots.in_use},
+            "slots": self._slots(),
             "outbox": len(self.outbox),
             "last_outcome": self.foreman.last_outcome(),
         }
+
+    async def _readiness(self) -> Readiness:
+        """What ``/readyz`` answers: ready while the region link is up and not draining."""
+        status = self.status()
+        link = {
+            "state": status["link"],
+            "region": self.settings.region,
+            "address": self.settings.region_address,
+        }
+        return Readiness(
+            f"worker {self.worker_id}",
+            (
+                Component("region_link", self.link.state is LinkState.CONNECTED, link),
+                Component("state", not self.draining, {"draining": self.draining}),
+                Component("slots", True, {**self._slots(), "outbox": len(self.outbox)}),
+                Component("last_outcome", True, {"run": status["last_outcome"]}),
+            ),
+        )
+
+    def _slots(self) -> dict[str, int]:
+        return {"total": self.slots.total, "in_use": self.slots.in_use}
+
+    def _figures(self) -> WorkerFigures:
+        """The gauges' values now."""
+        connected = self.link.state is LinkState.CONNECTED
+        return WorkerFigures(self.slots.total, self.slots.in_use, connected, len(self.outbox))
+
+    def _started(self, assignment: Assignment, at: datetime) -> None:
+        """A slot started a run's process: tell the region."""
+        self.link.report_started(assignment.key, at)
+
+    def _finished(self, assignment: Assignment, result: Result | None) -> None:
+        """A slot finished a run: count it, keep its result for the region."""
+        if result is not None:
+            self.metrics.count_finished(result.state)
+        self.foreman.record(result)
 
     def _results_ready(self) -> None:
         """New results are in the outbox: have the link write them."""

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskmesh.common.command_line import address_argument
-from taskmesh.common.daemon_logging import configure_logging
+from taskmesh.common.daemon_logging import add_log_format_option, configure_logging
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.readiness import announce_ready
 from taskmesh.common.signals import two_stage_stop
 from taskmesh.common.systemd import WatchdogConfig, watchdog_config
 from taskmesh.common.topology import Address, Topology, load_topology
-from taskmesh.worker.settings import WorkerSettings
+from taskmesh.worker.settings import WorkerSettings, default_worker_id
 
 if TYPE_CHECKING:
     from taskmesh.worker.daemon import Worker
@@ -38,6 +38,7 @@ async def serve_worker(
     worker_id: str | None = None,
     region_address: Address | None = None,
     http_address: Address | None = None,
+    grpc_address: Address | None = None,
     on_ready: Callable[[Worker], None] | None = None,
     handle_signals: bool = True,
     watchdog: WatchdogConfig | None = None,
@@ -55,6 +56,7 @@ async def serve_worker(
         worker_id=worker_id,
         region_address=region_address,
         http=http_address,
+        grpc=grpc_address,
     )
     # Imported here: aiohttp and grpc cost ~0.5 s, which `taskmesh --help` should not pay.
     from taskmesh.worker.daemon import Worker  # noqa: PLC0415
@@ -93,8 +95,15 @@ def register_cli(commands: Subcommands) -> None:
         "--http-address",
         type=address_argument,
         metavar="HOST:PORT",
-        help="/healthz and /readyz listener (default: the region's workers.http)",
+        help="/healthz, /readyz and /metrics listener (default: the region's workers.http)",
     )
+    parser.add_argument(
+        "--grpc-address",
+        type=address_argument,
+        metavar="HOST:PORT",
+        help="gRPC health service listener (default: 127.0.0.1 and a free port)",
+    )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run_worker_command)
 
 
@@ -104,16 +113,18 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     problems = [f"{option} is required to run a worker" for option, v in given.items() if not v]
     if problems:
         raise ConfigError(problems, "taskmesh worker")
-    configure_logging()
+    worker_id = args.worker_id or default_worker_id()
+    configure_logging(args.log_format, daemon="worker", region=args.region, worker=worker_id)
     topology = load_topology(args.topology, environ=env)
     asyncio.run(
         serve_worker(
             topology,
             args.region,
             slots=args.slots,
-            worker_id=args.worker_id,
+            worker_id=worker_id,
             region_address=args.region_address,
             http_address=args.http_address,
+            grpc_address=args.grpc_address,
             on_ready=lambda worker: announce(worker, env),
             watchdog=watchdog_config(env),
         )
@@ -123,7 +134,7 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def announce(worker: Worker, env: Mapping[str, str]) -> None:
     """Print the READY line a supervisor reads, and tell systemd when it runs us."""
-    announce_ready(env, http=worker.http_address)
+    announce_ready(env, http=worker.http_address, grpc=worker.grpc_address)
 
 
 def _positive(text: str) -> int:

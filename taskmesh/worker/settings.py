@@ -32,6 +32,7 @@ class WorkerSettings:
     executors: tuple[Executor, ...] = tuple(Executor)
     heartbeat_interval: timedelta = timedelta(seconds=1)  # until the region's welcome says
     http: Address = field(default_factory=lambda: Address("127.0.0.1", 0))
+    grpc: Address = field(default_factory=lambda: Address("127.0.0.1", 0))  # health only
     shutdown_timeout: timedelta = timedelta(seconds=30)  # for running commands to finish
     flush_timeout: timedelta = timedelta(seconds=5)  # then for the region to ack the results
     output_limit: int = DEFAULT_OUTPUT_LIMIT
@@ -46,6 +47,7 @@ class WorkerSettings:
         worker_id: str | None = None,
         region_address: Address | None = None,
         http: Address | None = None,
+        grpc: Address | None = None,
     ) -> WorkerSettings:
         """The settings of a worker of ``region``; each given argument overrides the topology."""
         config = topology.region(region)
@@ -69,5 +71,6 @@ class WorkerSettings:
             labels=pool.labels,
             heartbeat_interval=pool.heartbeat_interval,
             http=http or pool.http,
+            grpc=grpc or Address("127.0.0.1", 0),
             shutdown_timeout=pool.shutdown_timeout,
         )

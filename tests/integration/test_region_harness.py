@@ -266,13 +266,20 @@ async def test_health_endpoints_report_readiness(database_url: str) -> None:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/healthz") as response:
                 assert response.status == 200
-                assert (await response.json())["region"] == REGION
+                assert (await response.json()) == {"status": "alive"}
             async with http.get(f"{url}/readyz") as response:
                 body = await response.json()
                 assert response.status == 200, body
-                assert body["ledger_reachable"] is True
-                assert (body["workers_connected"], body["queue_depth"]) == (0, 0)
-                assert body["credit"] == 1000
+                assert (body["daemon"], body["ready"], body["failing"]) == (
+                    f"region {REGION}",
+                    True,
+                    [],
+                )
+                components = body["components"]
+                assert components["ledger"]["ok"] is True
+                assert components["state"] == {"ok": True, "state": "up"}
+                assert components["workers"]["connected"] == 0
+                assert (components["queue"]["depth"], components["queue"]["credit"]) == (0, 1000)
             async with http.get(f"{url}/metrics") as response:
                 assert "taskmesh_region_queue_depth" in await response.text()
 

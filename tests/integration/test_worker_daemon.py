@@ -24,7 +24,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
+from taskmesh.common.readiness import parse_ready_line
 from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.rpc import region_pb2, region_pb2_grpc, run_pb2, task_pb2
 from taskmesh.common.topology import Address
@@ -35,6 +38,8 @@ from taskmesh.worker.settings import WorkerSettings
 WAIT = 60.0  # seconds: a bound that only a hang reaches (the machine is shared and noisy)
 Message = region_pb2.WorkerMessage
 Predicate = Callable[[Message], bool]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 Context = grpc.aio.ServicerContext[Message, region_pb2.RegionMessage]
 
 
@@ -686,20 +691,43 @@ def http_get(url: str) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text page; 0 when absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        return str(response.read().decode())
+
+
+async def health_check(address: Address) -> int:
+    """The whole server's status over ``grpc.health.v1.Health/Check``."""
+    async with grpc.aio.insecure_channel(str(address)) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        return int((await stub.Check(request, timeout=WAIT)).status)
+
+
 async def test_health_endpoints_report_liveness_and_readiness(
     start_worker: Callable[..., RunningWorker],
 ) -> None:
     port = free_port()
     handle = start_worker(port)
     worker = handle.worker
-    await wait_until(lambda: worker._health._port is not None)
+    await wait_until(lambda: worker.http_address.port != 0 and worker.grpc_address.port != 0)
     base = f"http://127.0.0.1:{worker.http_address.port}"
-    assert worker.http_address.port != 0
     assert await asyncio.to_thread(http_get, base + "/healthz") == (200, {"status": "alive"})
     status, body = await asyncio.to_thread(http_get, base + "/readyz")
     assert status == 503
-    assert body["link"] == "disconnected"
+    assert body["failing"] == ["region_link"]
+    assert body["components"]["region_link"]["state"] == "disconnected"  # type: ignore[index]
     assert body["ready"] is False
+    assert await health_check(worker.grpc_address) == NOT_SERVING
     region = FakeRegion()
     server, _ = await start_server(region, port)
     try:
@@ -709,16 +737,48 @@ async def test_health_endpoints_report_liveness_and_readiness(
         await wait_until(lambda: len(worker.outbox) == 0)
         status, body = await asyncio.to_thread(http_get, base + "/readyz")
         assert status == 200
-        assert body["link"] == "connected"
-        assert body["slots"] == {"total": 2, "in_use": 0}
-        assert body["outbox"] == 0
-        last = body["last_outcome"]
-        assert isinstance(last, dict)
+        components: Any = body["components"]
+        assert components["region_link"]["state"] == "connected"
+        assert components["slots"] == {"ok": True, "total": 2, "in_use": 0, "outbox": 0}
+        last = components["last_outcome"]["run"]
         assert (last["run_id"], last["state"], last["exit_code"]) == ("h1", "failed", 4)
+        page = await asyncio.to_thread(http_text, base + "/metrics")
+        labels = {"worker": worker.worker_id}
+        assert metric(page, "taskmesh_worker_runs_finished_total", **labels, state="failed") == 1
+        assert metric(page, "taskmesh_worker_slots", **labels) == 2
+        assert metric(page, "taskmesh_worker_region_link_up", **labels) == 1
+        await wait_until_serving(worker.grpc_address)
         worker.stop("test")
         await handle.stopped()
     finally:
         await server.stop(grace=None)
+
+
+async def wait_until_serving(address: Address) -> None:
+    """Wait for the worker's gRPC health to follow its readiness to SERVING."""
+    async with asyncio.timeout(WAIT):
+        while await health_check(address) != SERVING:
+            await asyncio.sleep(0.05)
+
+
+async def test_grpc_health_watch_sees_serving_then_not_serving_on_drain(
+    region: FakeRegion, start_worker: Callable[..., RunningWorker]
+) -> None:
+    handle = start_worker(region.port)
+    worker = handle.worker
+    await region.stream(0)
+    await wait_until(lambda: worker.grpc_address.port != 0)
+    async with grpc.aio.insecure_channel(str(worker.grpc_address)) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=WAIT
+        )
+        seen = [(await watch.read()).status]
+        while seen[-1] != SERVING:
+            seen.append((await watch.read()).status)
+        worker.stop("test")
+        assert (await watch.read()).status == NOT_SERVING
+        watch.cancel()
+    await handle.stopped()
 
 
 async def test_a_fixed_http_port_in_use_fails_the_start(
@@ -786,9 +846,11 @@ async def test_sigterm_drains_the_worker_process_and_it_exits_0(
     process = await spawn_worker(region, tmp_path)
     try:
         ready = await ready_line(process)
-        assert ready.startswith("READY http=127.0.0.1:")
-        health = await asyncio.to_thread(http_get, f"http://{ready.split('=')[1]}/healthz")
+        addresses = parse_ready_line(ready)
+        assert addresses["http"].startswith("127.0.0.1:")
+        health = await asyncio.to_thread(http_get, f"http://{addresses['http']}/healthz")
         assert health == (200, {"status": "alive"})
+        assert addresses["grpc"].startswith("127.0.0.1:")
         stream = await region.stream(0)
         assert stream.registration.worker_id == "proc-1"
         stream.assign(shell("p1", "sleep 0.5; echo ok"))
@@ -801,8 +863,15 @@ async def test_sigterm_drains_the_worker_process_and_it_exits_0(
         if process.returncode is None:
             process.kill()
     assert status == 0
-    assert "run p1@1 of task task-of-p1 (test), attempt 1: started" in logs
-    assert "worker proc-1 stopped" in logs
+    lines = [json.loads(line) for line in logs.splitlines()]  # not a terminal: JSON lines
+    messages = [line["message"] for line in lines]
+    assert "run p1@1 of task task-of-p1 (test), attempt 1: started" in messages
+    assert "worker proc-1 stopped" in messages
+    about_p1 = [line for line in lines if line.get("run_id") == "p1"]
+    assert len(about_p1) >= 2  # started, finished
+    for line in about_p1:
+        fields = (line["task_id"], line["epoch"], line["worker"], line["region"])
+        assert fields == ("task-of-p1", "1", "proc-1", "eu")
 
 
 async def test_a_second_sigterm_stops_the_worker_process_at_once(

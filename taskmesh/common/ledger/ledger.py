@@ -275,6 +275,10 @@ class Ledger:
         """A workflow's tasks with their latest attempts; ``NotFoundError`` if unknown."""
         return await self._transaction(lambda c: workflow_graphs.workflow_graph(c, workflow_id))
 
+    async def count_runs(self) -> dict[tuple[RunState, str | None], int]:
+        """How many attempts are in each (state, region); states with none are left out."""
+        return await self._transaction(reads.count_runs)
+
     async def list_regions(self) -> list[Region]:
         """Every region that has sent a heartbeat."""
         return await self._transaction(reads.list_regions)

@@ -273,6 +273,13 @@ async def count_pending(connection: AsyncConnection) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
+async def count_runs(connection: AsyncConnection) -> dict[tuple[RunState, str | None], int]:
+    """Exact attempt counts by (state, region); an index-only scan of ``ix_runs_state_region``."""
+    query = select(runs.c.state, runs.c.region, func.count()).group_by(runs.c.state, runs.c.region)
+    rows = (await connection.execute(query)).all()
+    return {(RunState(state), region): int(count) for state, region, count in rows}
+
+
 async def list_regions(connection: AsyncConnection) -> list[Region]:
     """Every region the ledger has heard from, by name."""
     query = select(regions).order_by(regions.c.name)

@@ -243,6 +243,8 @@ runs = Table(
         "due_at",
         postgresql_where=text("state = 'pending' AND region IS NULL"),
     ),
+    # Exact counts by state and region (metrics, dashboard) as an index-only scan.
+    Index("ix_runs_state_region", "state", "region"),
     # The reaper: a region's unfinished runs.
     Index(
         "ix_runs_in_flight",
