@@ -352,7 +352,13 @@ async def test_v1_pause_resume_and_schedules(http: aiohttp.ClientSession) -> Non
 
 
 async def test_health_probes(http: aiohttp.ClientSession) -> None:
-    """/healthz and /readyz answer 200 while serving."""
+    """/healthz and /readyz answer 200 while serving; /readyz shows each component."""
     for path in ("/healthz", "/readyz"):
         async with http.get(path) as response:
             assert response.status == 200
+    async with http.get("/readyz") as response:
+        body = await response.json()
+    assert (body["daemon"], body["ready"], body["failing"]) == ("master", True, [])
+    assert body["components"]["phase"] == {"ok": True, "phase": "serving"}
+    assert body["components"]["ledger"] == {"ok": True}
+    assert body["components"]["regions"]["ok"] is True
