@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from e2e_harness import RunningCluster
+from prometheus_client.parser import text_string_to_metric_families
 
 from taskmesh.client import Client, TaskInfo
 from taskmesh.common.model import RunState
@@ -271,3 +272,63 @@ def test_cli_retry_reruns_a_failed_task_and_refuses_a_succeeded_one(
         refused = taskmesh("retry", str(failing.id))
     assert refused.returncode == 1
     assert "already succeeded" in refused.stderr
+
+
+def metric_total(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` on a /metrics page."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def taskmesh_health(cluster: RunningCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``taskmesh health`` against the cluster's state file."""
+    argv = [sys.executable, "-m", "taskmesh", "health", "--state-file", str(cluster.state_file)]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_observability_health_metrics_and_run_logs(cluster: RunningCluster) -> None:
+    """A run moves the region's pickup histogram and the master's run counts, its worker's log
+    lines carry its run id, and `taskmesh health` lists every daemon ready (exit 0), or names
+    a daemon that does not answer (exit 1)."""
+    state = cluster.state
+    region_metrics = f"http://{state['regions']['eu']['http']}/metrics"
+    master_metrics = f"{cluster.rest}/metrics"
+    pickups = "taskmesh_region_pickup_latency_seconds_count"
+    before = metric_total(region_metrics, pickups)
+    with cluster.client() as client:
+        task = client.submit("echo observed", name="observed", region="eu")
+        info = client.wait(task.id, timeout=60)
+    run = info.latest_run
+    assert run is not None
+    assert run.state is RunState.SUCCEEDED
+    assert metric_total(region_metrics, pickups) > before
+    assert metric_total(master_metrics, "taskmesh_runs", state="succeeded", region="eu") >= 1
+    worker_log = (cluster.log_dir / f"{run.worker_id}.log").read_text()
+    assert f"run_id={run.id}" in worker_log  # `taskmesh up` keeps its log files as text
+
+    healthy = eventually(
+        lambda: (result := taskmesh_health(cluster)).returncode == 0 and result,
+        what="every daemon ready",
+    )
+    table = healthy.stdout.splitlines()
+    assert table[0].split()[:2] == ["DAEMON", "TIER"]
+    names = {line.split()[0] for line in table[1:]}
+    assert names >= {"master", "region-eu", "region-us", "worker-eu-1", "worker-us-2"}
+    assert all(" SERVING " in line and " yes " in line for line in table[1:]), healthy.stdout
+
+    worker_pid = cluster.worker_pid("worker-us-1")
+    os.kill(worker_pid, signal.SIGSTOP)  # it cannot answer its probes (briefly: no heartbeats)
+    try:
+        stopped = taskmesh_health(cluster, "--timeout", "0.5")
+    finally:
+        os.kill(worker_pid, signal.SIGCONT)
+    assert stopped.returncode == 1, stopped.stdout
+    (row,) = [line for line in stopped.stdout.splitlines() if line.startswith("worker-us-1 ")]
+    assert " NO " in row
+    assert "DEADLINE_EXCEEDED" in row
