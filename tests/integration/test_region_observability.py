@@ -7,6 +7,7 @@ Prometheus text of ``/metrics`` and must move when real runs go through the regi
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import aiohttp
 import grpc
@@ -151,3 +152,22 @@ async def test_readyz_names_the_state_while_draining(database_url: str, ledger: 
             await worker.finish(ref_of(assignment), RunState.SUCCEEDED)
     assert body["failing"] == ["state"]
     assert body["ready"] is False
+
+
+async def test_a_stale_epoch_refusal_is_counted(database_url: str, ledger: Ledger) -> None:
+    """The master reaps the region's run (new epoch); the region's late start is refused."""
+    async with running_region(database_url) as region:
+        (run,) = await claim(ledger, task("reaped"))
+        await region.delegate([run])
+        async with connected(region, "w1", slots=1) as worker:
+            await worker.heartbeat(free_slots=1)
+            (assignment,) = await worker.assigned(1)
+            await ledger.reap_region(REGION, datetime.now(UTC))
+            await worker.start(ref_of(assignment))
+            after = await eventually(
+                lambda: scrape(region),
+                lambda s: (
+                    sample(s, "taskmesh_region_stale_epoch_rejections_total", region=REGION) >= 1
+                ),
+            )
+    assert sample(after, "taskmesh_region_stale_epoch_rejections_total", region=REGION) == 1

@@ -21,12 +21,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskmesh.cli.health import Target, format_table, probe
 from taskmesh.common.readiness import parse_ready_line
 from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.rpc import region_pb2, region_pb2_grpc, run_pb2, task_pb2
@@ -779,6 +781,30 @@ async def test_grpc_health_watch_sees_serving_then_not_serving_on_drain(
         assert (await watch.read()).status == NOT_SERVING
         watch.cancel()
     await handle.stopped()
+
+
+async def test_taskmesh_health_names_the_failing_link_of_a_worker(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    """`taskmesh health`'s probe of one worker: gRPC NOT_SERVING and /readyz's failing part."""
+    worker = start_worker(free_port()).worker  # no region listens there
+    await wait_until(lambda: worker.http_address.port != 0 and worker.grpc_address.port != 0)
+    target = Target("w", "worker", str(worker.http_address), str(worker.grpc_address))
+    async with aiohttp.ClientSession() as session:
+        verdict = await probe(target, session, WAIT)
+    assert verdict.failing == ("grpc NOT_SERVING", "region_link")
+    assert not verdict.ready
+    table = format_table([verdict]).splitlines()
+    assert table[1].split() == [
+        "w",
+        "worker",
+        str(worker.http_address),
+        "NOT_SERVING",
+        "NO",
+        "grpc",
+        "NOT_SERVING,",
+        "region_link",
+    ]
 
 
 async def test_a_fixed_http_port_in_use_fails_the_start(
