@@ -6,6 +6,7 @@ from the Prometheus text of ``/metrics`` and must move when runs are really disp
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,19 +87,31 @@ async def test_metrics_count_dispatched_runs(ledger: Ledger) -> None:
     assert sample(after, "taskmesh_master_region_credit", region="us") == 100
 
 
-async def test_readyz_names_the_regions_once_every_breaker_is_open(ledger: Ledger) -> None:
+async def test_readyz_shows_an_open_breaker_and_names_the_phase_while_draining(
+    ledger: Ledger,
+) -> None:
     topology = make_topology(("eu",), fail_max=2, attempts=2)
     async with (
         fake_regions("eu") as regions,
         running_master(topology, ledger, regions) as master,
     ):
-        status, text = await get(f"{master.http}/readyz")
-        assert status == 200, text
         regions["eu"].fail_with = grpc.StatusCode.UNAVAILABLE
         await submit(ledger, 1, region="eu", placement=Placement.STRICT)
         await eventually(lambda: master.master.regions.get("eu").breaker_state == "open")
-        status, text = await get(f"{master.http}/readyz")
+        open_status, open_body = await get(f"{master.http}/readyz")
         samples = await scrape(master.http)
-    assert status == 503
-    assert '"failing": ["regions"]' in text
+        regions["eu"].fail_with = None
+        regions["eu"].delay = 3.0  # the round in flight holds the drain open
+        calls = regions["eu"].incoming
+        master.master.regions.get("eu").breaker.close()
+        await submit(ledger, 1, region="eu", placement=Placement.STRICT)
+        await eventually(lambda: regions["eu"].incoming > calls)  # a Delegate is in flight
+        master.master.stop()
+        draining_status, draining_body = await get(f"{master.http}/readyz")
+    assert open_status == 200, open_body  # regions do not decide the master's readiness
+    assert json.loads(open_body)["components"]["regions"]["eu"]["breaker"] == "open"
     assert sample(samples, "taskmesh_master_region_breaker_state", region="eu", state="open") == 1
+    assert draining_status == 503
+    body = json.loads(draining_body)
+    assert body["failing"] == ["phase"]
+    assert body["components"]["phase"] == {"ok": False, "phase": "draining"}
