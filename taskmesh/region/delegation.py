@@ -48,6 +48,7 @@ class RegionService(region_pb2_grpc.RegionServicer):
         self, request: region_pb2.DelegateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> region_pb2.DelegateResponse:
         """Queue runs up to the free credit; refuse the rest, saying why."""
+        self._runtime.heard_from_master = self._runtime.clock()
         response = region_pb2.DelegateResponse()
         for message in request.runs:
             refused = self.delegate(message)

@@ -41,6 +41,7 @@ class RegionRuntime:
     address: str = ""  # the gRPC address the master reaches the region at
     draining: bool = False
     desired_workers: int | None = None  # the autoscaler's latest figure; None without one
+    heard_from_master: float | None = None  # ``clock`` time of the last Delegate (or probe)
     metrics: RegionMetrics = field(default_factory=lambda: RegionMetrics("unnamed"))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     queue: RunQueue[QueuedRun] = field(init=False)

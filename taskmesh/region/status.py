@@ -76,8 +76,9 @@ def region_status(
 def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> Readiness:
     """What ``/readyz`` answers: ready while the ledger answers and the region is not draining.
 
-    Workers do not decide readiness (a region queues work before its workers connect, and a
-    supervisor may start workers only once their region is ready); they are shown.
+    The master's calls and the workers are shown but do not decide: a region queues work
+    before its workers connect, and a supervisor may start the master or the workers only once
+    the region is ready.
     """
     workers = list(runtime.registry)
     bands: dict[str, int] = {}
@@ -96,6 +97,7 @@ def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> Readiness:
                 },
             ),
             Component("state", not runtime.draining, {"state": str(region_state(runtime))}),
+            Component("master", True, {"last_delegate_seconds_ago": _since(runtime)}),
             Component(
                 "workers",
                 True,
@@ -115,3 +117,9 @@ def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> Readiness:
             ),
         ),
     )
+
+
+def _since(runtime: RegionRuntime) -> float | None:
+    """Seconds since the master last called ``Delegate`` (credit probes too); None if never."""
+    heard = runtime.heard_from_master
+    return None if heard is None else round(runtime.clock() - heard, 3)

@@ -279,6 +279,7 @@ async def test_health_endpoints_report_readiness(database_url: str) -> None:
                 assert components["ledger"]["ok"] is True
                 assert components["state"] == {"ok": True, "state": "up"}
                 assert components["workers"]["connected"] == 0
+                assert components["master"] == {"ok": True, "last_delegate_seconds_ago": None}
                 assert (components["queue"]["depth"], components["queue"]["credit"]) == (0, 1000)
             async with http.get(f"{url}/metrics") as response:
                 assert "taskmesh_region_queue_depth" in await response.text()

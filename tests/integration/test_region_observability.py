@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import grpc
@@ -152,6 +153,8 @@ async def test_readyz_names_the_state_while_draining(database_url: str, ledger: 
             await worker.finish(ref_of(assignment), RunState.SUCCEEDED)
     assert body["failing"] == ["state"]
     assert body["ready"] is False
+    components: Any = body["components"]
+    assert components["master"]["last_delegate_seconds_ago"] >= 0  # it delegated the run
 
 
 async def test_a_stale_epoch_refusal_is_counted(database_url: str, ledger: Ledger) -> None:
@@ -162,6 +165,7 @@ async def test_a_stale_epoch_refusal_is_counted(database_url: str, ledger: Ledge
         async with connected(region, "w1", slots=1) as worker:
             await worker.heartbeat(free_slots=1)
             (assignment,) = await worker.assigned(1)
+            await run_state(ledger, run.run_id, RunState.ASSIGNED)  # written before the reap
             await ledger.reap_region(REGION, datetime.now(UTC))
             await worker.start(ref_of(assignment))
             after = await eventually(
