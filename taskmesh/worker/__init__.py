@@ -2,7 +2,7 @@
 
 ``Worker`` (``daemon``) is the process: ``RegionLink`` keeps the ``WorkerLink.Connect`` stream,
 ``Foreman`` acts on the region's messages, ``SlotPool`` runs commands through ``executor``,
-``Outbox`` keeps results until acked, ``HealthServer`` serves ``/healthz`` and ``/readyz``.
+``Outbox`` keeps results until acked; ``metrics`` and ``grpc_health`` serve operators.
 ``serve_worker`` and ``register_cli`` (``entrypoint``) are the entry points. A worker holds no
 ledger credentials and imports neither the ledger nor another tier.
 """

@@ -1,8 +1,8 @@
 """``taskmesh worker``: the worker's entry point, and the only place it handles signals.
 
 ``register_cli`` adds the subcommand to the ``taskmesh`` parser; its handler loads the topology
-and runs ``serve_worker``, then prints ``READY http=HOST:PORT`` on stdout (what ``taskmesh up``
-waits for) and tells systemd ``READY=1``. The first SIGTERM or SIGINT drains the worker
+and runs ``serve_worker``, then prints ``READY http=HOST:PORT grpc=HOST:PORT`` on stdout (what
+``taskmesh up`` waits for) and tells systemd ``READY=1``. The first SIGTERM or SIGINT drains the worker
 (bounded by the pool's ``shutdown_timeout``); a second one stops it at once, killing what still
 runs.
 """
