@@ -2,9 +2,9 @@
 
 ``register_cli`` adds the subcommand to the ``taskmesh`` parser; its handler loads the topology
 and runs ``serve_worker``, then prints ``READY http=HOST:PORT grpc=HOST:PORT`` on stdout (what
-``taskmesh up`` waits for) and tells systemd ``READY=1``. The first SIGTERM or SIGINT drains the worker
-(bounded by the pool's ``shutdown_timeout``); a second one stops it at once, killing what still
-runs.
+``taskmesh up`` waits for) and tells systemd ``READY=1``. The first SIGTERM or SIGINT drains
+the worker (bounded by the pool's ``shutdown_timeout``); a second one stops it at once, killing
+what still runs.
 """
 
 from __future__ import annotations
