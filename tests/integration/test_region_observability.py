@@ -158,20 +158,20 @@ async def test_readyz_names_the_state_while_draining(database_url: str, ledger: 
 
 
 async def test_a_stale_epoch_refusal_is_counted(database_url: str, ledger: Ledger) -> None:
-    """The master reaps the region's run (new epoch); the region's late start is refused."""
+    """The master reaps the region's queued run and claims it again (a newer epoch); the
+    region's ``assigned`` write is refused for its stale epoch, and counted."""
     async with running_region(database_url) as region:
         (run,) = await claim(ledger, task("reaped"))
         await region.delegate([run])
+        await ledger.reap_region(REGION, datetime.now(UTC))
+        await ledger.claim_due_runs({REGION: 1}, datetime.now(UTC))  # a newer epoch
         async with connected(region, "w1", slots=1) as worker:
             await worker.heartbeat(free_slots=1)
-            (assignment,) = await worker.assigned(1)
-            await run_state(ledger, run.run_id, RunState.ASSIGNED)  # written before the reap
-            await ledger.reap_region(REGION, datetime.now(UTC))
-            await worker.start(ref_of(assignment))
             after = await eventually(
                 lambda: scrape(region),
                 lambda s: (
                     sample(s, "taskmesh_region_stale_epoch_rejections_total", region=REGION) >= 1
                 ),
             )
+            assert worker.assignments() == []  # fenced off before it was sent
     assert sample(after, "taskmesh_region_stale_epoch_rejections_total", region=REGION) == 1
