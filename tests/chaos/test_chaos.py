@@ -137,7 +137,7 @@ def queue_depth(cluster: ChaosCluster, region: str) -> int:
     Not the master's GetCluster: it may show what it last heard from a region it cannot reach.
     """
     try:
-        return int(cluster.regions[region].readiness()[1]["queue_depth"])
+        return int(cluster.regions[region].readiness()[1]["components"]["queue"]["depth"])
     except OSError:
         return 0
 
@@ -188,7 +188,7 @@ def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
     region.signal(signal.SIGCONT)
     scenario.finish()
     _, report = region.readiness()
-    assert report["stale_epoch_refusals"] > 0  # it tried to assign runs it no longer owned
+    assert report["components"]["ledger"]["stale_epoch_refusals"] > 0  # it tried to assign runs it no longer owned
 
 
 def test_region_sigkill_with_queued_runs(scenario: Scenario, full: bool) -> None:

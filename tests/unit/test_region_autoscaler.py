@@ -181,7 +181,8 @@ async def test_the_autoscaler_follows_the_load_with_a_cooldown() -> None:
 
     await autoscaler.evaluate()  # no worker yet, but within the first cooldown
     assert (commands.runs, runtime.desired_workers) == ([], 1)
-    assert readiness(runtime, ledger_reachable=True)["desired_workers"] == 1
+    report = readiness(runtime, ledger_reachable=True).body()["components"]
+    assert report["autoscaling"]["desired_workers"] == 1  # type: ignore[index]
     clock.now += 31
     await autoscaler.evaluate()
     assert commands.runs == [["scale", "eu", "1", "0"]]
