@@ -188,7 +188,8 @@ def test_region_sigstop_past_lease(scenario: Scenario, full: bool) -> None:
     region.signal(signal.SIGCONT)
     scenario.finish()
     _, report = region.readiness()
-    assert report["components"]["ledger"]["stale_epoch_refusals"] > 0  # it tried to assign runs it no longer owned
+    # it tried to assign runs it no longer owned
+    assert report["components"]["ledger"]["stale_epoch_refusals"] > 0
 
 
 def test_region_sigkill_with_queued_runs(scenario: Scenario, full: bool) -> None:
