@@ -309,8 +309,8 @@ async def delegated_before(
 async def count_runs_by_state(connection: AsyncConnection) -> dict[RunState, int]:
     """How many attempts are in each state, exactly (states with none are absent).
 
-    Every attempt counts, finished history included: one GROUP BY over ``ix_runs_state``,
-    which PostgreSQL answers with an index-only scan once the table is vacuumed.
+    Every attempt counts, finished history included: a GROUP BY on the leading column of
+    ``ix_runs_state_region``, which PostgreSQL answers with an index-only scan.
     """
     query = select(runs.c.state, func.count()).group_by(runs.c.state)
     return {RunState(state): int(count) for state, count in await connection.execute(query)}

@@ -243,7 +243,7 @@ runs = Table(
         "due_at",
         postgresql_where=text("state = 'pending' AND region IS NULL"),
     ),
-    # Exact counts by state and region (metrics, dashboard) as an index-only scan.
+    # Exact counts by state and region (metrics) or by state (dashboard): index-only scans.
     Index("ix_runs_state_region", "state", "region"),
     # The reaper: a region's unfinished runs.
     Index(
@@ -251,8 +251,6 @@ runs = Table(
         "region",
         postgresql_where=text(one_of("state", IN_FLIGHT_STATES)),
     ),
-    # Exact totals by state (count_runs_by_state): an index-only GROUP BY.
-    Index("ix_runs_state", "state"),
     # Recent activity (run_activity): attempts started / ended in a time window.
     Index("ix_runs_started_at", "started_at", postgresql_where=text("started_at IS NOT NULL")),
     Index("ix_runs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
