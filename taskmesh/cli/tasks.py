@@ -76,6 +76,12 @@ def _add_submit(commands: Subcommands) -> None:
     )
     submit.add_argument("--priority", type=int, default=model.DEFAULT_PRIORITY)
     submit.add_argument("--region", help="run in this region (default: any)")
+    submit.add_argument(
+        "--placement",
+        choices=[p.value for p in model.Placement],
+        default=model.Placement.STRICT.value,
+        help="strict: only --region runs it; prefer: a fallback region while it is down",
+    )
     submit.add_argument("--kind", default=model.DEFAULT_KIND, help="task kind (breaker label)")
     submit.add_argument("--timeout", type=parse_duration, help="execution timeout, e.g. 30s")
     submit.add_argument(
@@ -105,6 +111,7 @@ def submit_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             overlap=model.OverlapPolicy(args.overlap),
             priority=args.priority,
             region=args.region,
+            placement=model.Placement(args.placement),
             kind=args.kind,
             timeout=args.timeout,
             schedule_to_start_timeout=args.schedule_to_start_timeout,

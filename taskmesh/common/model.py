@@ -176,7 +176,7 @@ class TaskSpec:
     schedule: Schedule | None = None  # None: due at once
     priority: int = DEFAULT_PRIORITY
     region: str | None = None  # None: any region, placed by free capacity
-    placement: Placement = Placement.PREFER
+    placement: Placement = Placement.STRICT
     kind: str = DEFAULT_KIND
     timeout: timedelta | None = None
     schedule_to_start_timeout: timedelta | None = None

@@ -15,6 +15,9 @@ policy                   used by     retries
                                      welcome), or a failure while handling a region message
 ``restart_delay``        taskmesh    a daemon process that exited while the local cluster is
                          up          not stopping
+``refusal_park``         master      a run a region refused for good (INVALID, UNSUPPORTED,
+                                     ...): parked in ``pending`` for this long, doubling with
+                                     each refusal in a row, instead of bouncing every round
 =======================  ==========  ============================================================
 
 Not here (yet): the ledger retries each of its own transactions on deadlock and serialization
@@ -57,6 +60,8 @@ LEDGER_MAX_WAIT = 2.0  # region, seconds: an outage is noticed within this once 
 RECONNECT_INITIAL = timedelta(milliseconds=100)  # worker
 RECONNECT_CAP = timedelta(seconds=5)  # worker
 MAX_RESTART_DELAY = 10.0  # taskmesh up, seconds
+REFUSAL_PARK_INITIAL = timedelta(seconds=1)  # master
+REFUSAL_PARK_CAP = timedelta(minutes=5)  # master
 
 
 def is_transient(error: BaseException) -> bool:
@@ -156,3 +161,12 @@ def reconnect_backoff() -> Backoff:
 def restart_delay(restarts: int) -> float:
     """Seconds before ``taskmesh up`` starts a dead daemon again, its ``restarts``-th time."""
     return min(MAX_RESTART_DELAY, 0.5 * 2.0 ** min(restarts, 5))
+
+
+def refusal_park(refusals: int) -> timedelta:
+    """How long a run refused for good waits before it is offered again.
+
+    ``refusals`` counts its refusals in a row, 1 for the first: 1 s, 2 s, 4 s ... up to 5 min.
+    """
+    doublings: int = min(max(refusals - 1, 0), 20)
+    return min(REFUSAL_PARK_CAP, REFUSAL_PARK_INITIAL * (1 << doublings))

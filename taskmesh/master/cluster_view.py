@@ -2,40 +2,49 @@
 
 The ledger knows heartbeats and registered workers; a region that answers ``Describe`` adds its
 live figures (credit, queue, breakers, workers); the master adds its own breaker towards the
-region and whether the region answered.
+region, whether the region answered, its fallbacks and the spillover of the last
+``SPILLOVER_WINDOW`` (counted in the ledger, so every master reports the same).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-
-from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.model import Region, RegionState, Worker
 from taskmesh.common.rpc import cluster_pb2
-from taskmesh.common.rpc.cluster import worker_to_proto
+from taskmesh.common.rpc.cluster import breaker_state_to_proto, breaker_to_proto, worker_to_proto
 from taskmesh.common.rpc.values import REGION_STATES, timestamp
 from taskmesh.master.region_clients import RegionClient, RegionClients
 
-BREAKER_STATES = {
-    STATE_CLOSED: cluster_pb2.BREAKER_STATE_CLOSED,
-    STATE_OPEN: cluster_pb2.BREAKER_STATE_OPEN,
-    STATE_HALF_OPEN: cluster_pb2.BREAKER_STATE_HALF_OPEN,
-}
+SPILLOVER_WINDOW = timedelta(minutes=5)  # "recent" spillover in the cluster view
 
 
-async def cluster_status(ledger: Ledger, regions: RegionClients) -> list[cluster_pb2.RegionStatus]:
+async def cluster_status(
+    ledger: Ledger, regions: RegionClients, now: datetime
+) -> list[cluster_pb2.RegionStatus]:
     """Every topology region's status, in topology order."""
     known = {region.name: region for region in await ledger.list_regions()}
     workers = await ledger.list_workers()
+    spilled = await ledger.spillover_counts(now - SPILLOVER_WINDOW)
     clients = list(regions)
     described = await asyncio.gather(*(client.describe() for client in clients))
-    return [
+    statuses = [
         region_status(client, known.get(client.name), status, workers)
         for client, status in zip(clients, described, strict=True)
     ]
+    for status in statuses:
+        add_spillover(status, spilled)
+    return statuses
+
+
+def add_spillover(status: cluster_pb2.RegionStatus, spilled: Mapping[tuple[str, str], int]) -> None:
+    """Set the region's spillover counts from (from, to) region counts."""
+    status.spilled_out = sum(n for (source, _), n in spilled.items() if source == status.name)
+    status.spilled_in = sum(n for (_, target), n in spilled.items() if target == status.name)
+    status.spillover_window_seconds = int(SPILLOVER_WINDOW.total_seconds())
 
 
 def region_status(
@@ -57,8 +66,10 @@ def region_status(
     status.state = REGION_STATES[_state(region, reachable=described is not None)]
     if region is not None:
         status.heartbeat_at.CopyFrom(timestamp(region.heartbeat_at))
-    status.breaker = BREAKER_STATES.get(client.breaker_state, cluster_pb2.BREAKER_STATE_UNSPECIFIED)
+    status.breaker = breaker_state_to_proto(client.breaker_state)
+    status.breaker_status.CopyFrom(breaker_to_proto(client.breaker.snapshot()))
     status.reachable = described is not None
+    status.fallbacks[:] = client.fallbacks
     return status
 
 

@@ -15,22 +15,29 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from taskmesh.common.daemon_logging import run_fields
 from taskmesh.common.errors import LedgerUnavailableError
-from taskmesh.common.ledger import Ledger
+from taskmesh.common.ledger import Leadership, Ledger
 from taskmesh.common.model import ClaimedRun
-from taskmesh.common.retry_policies import ledger_backoff
+from taskmesh.common.retry_policies import ledger_backoff, refusal_park
 from taskmesh.common.topology import MasterConfig
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.metrics import MasterMetrics
-from taskmesh.master.region_clients import CALL_FAILURES, RegionClients, failure_text
+from taskmesh.master.region_clients import CALL_FAILURES, Refusal, RegionClients, failure_text
 
 log = logging.getLogger(__name__)
 
 # Refusals that only say "not now": the region's credit already tells when to come back.
-CREDIT_REFUSALS = frozenset({"REFUSAL_REASON_NO_CREDIT", "REFUSAL_REASON_DRAINING"})
+# A stale epoch is a race with another delegation, settled by the ledger's epoch guard.
+PASSING_REFUSALS = frozenset(
+    {"REFUSAL_REASON_NO_CREDIT", "REFUSAL_REASON_DRAINING", "REFUSAL_REASON_STALE_EPOCH"}
+)
+DISPATCH_DUTY = "dispatcher"  # the advisory lock only the dispatching master holds
+STANDBY_RETRY = 1.0  # seconds between a standby master's tries to take the dispatch lock
+MAX_TRACKED_REFUSALS = 10_000  # runs whose refusals in a row are remembered for the backoff
 
 RunKey = tuple[UUID, int]  # (run id, epoch it was claimed under)
 
@@ -40,8 +47,13 @@ class BatchResult:
     """What became of one region's batch."""
 
     accepted: int = 0
-    unaccepted: tuple[RunKey, ...] = ()
-    bounced: bool = False  # refused for a reason other than credit
+    unaccepted: tuple[RunKey, ...] = ()  # to go straight back to pending
+    refused: tuple[tuple[RunKey, Refusal], ...] = ()  # refused for good: to be parked
+
+    @property
+    def bounced(self) -> bool:
+        """True when the region refused runs it will refuse again."""
+        return bool(self.refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._unreleased: list[RunKey] = []
+        self._refusals: dict[UUID, int] = {}  # refusals in a row per run, for its backoff
 
     def wake(self) -> None:
         """Runs may have become due: start a round now."""
@@ -89,8 +102,27 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Dispatch until stopped."""
+        """Dispatch while holding the dispatch lock, standing by otherwise, until stopped.
+
+        Only one master dispatches at a time: two would each trust a region's credit and send
+        it up to twice as many runs as it has room for.
+        """
         while not self._stopping.is_set():
+            try:
+                async with self._ledger.singleton(DISPATCH_DUTY) as leadership:
+                    if leadership.held:
+                        log.info("dispatcher: this master now dispatches")
+                        await self._dispatch(leadership)
+                        continue
+            except LedgerUnavailableError as error:
+                log.warning("dispatcher: the ledger is unavailable, backing off: %s", error)
+                await self._pause(self._backoff.next_delay(), wakeable=False)
+                continue
+            await self._pause(max(self._interval, STANDBY_RETRY), wakeable=False)
+
+    async def _dispatch(self, leadership: Leadership) -> None:
+        """Rounds until stopped or the dispatch lock is lost."""
+        while not self._stopping.is_set() and not leadership.lost.is_set():
             pause, wakeable = await self._burst()
             await self._pause(pause, wakeable=wakeable)
 
@@ -124,18 +156,22 @@ class Dispatcher:
         offered = sum(credits.values())
         if offered == 0:
             return RoundOutcome()
-        claimed = await self._ledger.claim_due_runs(credits, self._clock())
+        claimed = await self._ledger.claim_due_runs(credits, self._clock(), self._regions.fallbacks)
         if not claimed:
             return RoundOutcome()
         batches = by_region(claimed)
         names = list(batches)
         results = await asyncio.gather(*(self._deliver(name, batches[name]) for name in names))
         unaccepted = [key for result in results for key in result.unaccepted]
+        refused = [
+            (name, item) for name, r in zip(names, results, strict=True) for item in r.refused
+        ]
         await self._release(unaccepted)
+        await self._park(refused)
         return RoundOutcome(
             claimed=len(claimed),
             accepted=sum(result.accepted for result in results),
-            released=len(unaccepted),
+            released=len(unaccepted) + len(refused),
             full=len(claimed) >= offered,
             bounced=any(result.bounced for result in results),
             batches={name: len(batches[name]) for name in names},
@@ -156,23 +192,56 @@ class Dispatcher:
                 failure_text(error),
             )
             return BatchResult(unaccepted=tuple((run.run_id, run.epoch) for run in runs))
-        unaccepted = tuple(
-            (run.run_id, run.epoch) for run in runs if run.run_id not in delivery.accepted
-        )
+        hard = {r.run_id: r for r in delivery.refused if r.reason not in PASSING_REFUSALS}
+        unaccepted, refused = [], []
+        for run in runs:
+            if run.run_id in delivery.accepted:
+                self._refusals.pop(run.run_id, None)
+            elif str(run.run_id) in hard:
+                refused.append(((run.run_id, run.epoch), hard[str(run.run_id)]))
+            else:
+                unaccepted.append((run.run_id, run.epoch))
         if self._metrics is not None:
-            accepted = [run for run in runs if run.run_id in delivery.accepted]
-            self._metrics.observe_delegated(region, accepted)
-        hard = [refusal for refusal in delivery.refused if refusal.reason not in CREDIT_REFUSALS]
-        for refusal in hard:
+            self._metrics.observe_delegated(
+                region, [run for run in runs if run.run_id in delivery.accepted]
+            )
+        accepted = len(runs) - len(unaccepted) - len(refused)
+        return BatchResult(accepted, tuple(unaccepted), tuple(refused))
+
+    async def _park(self, refused: Sequence[tuple[str, tuple[RunKey, Refusal]]]) -> None:
+        """Park runs refused for good, each for its backoff; one ledger call per backoff."""
+        if len(self._refusals) > MAX_TRACKED_REFUSALS:
+            self._refusals.clear()  # forget old backoffs rather than grow without bound
+        now = self._clock()
+        groups: dict[tuple[str, str, datetime], list[RunKey]] = defaultdict(list)
+        details: dict[tuple[str, str, datetime], str] = {}
+        for region, (key, refusal) in refused:
+            count = self._refusals[key[0]] = self._refusals.get(key[0], 0) + 1
+            until = now + refusal_park(count)
             log.warning(
-                "region %s refused run %s: %s %s",
+                "region %s refused run %s for good (%s: %s): parked until %s",
                 region,
-                refusal.run_id,
+                key[0],
                 refusal.reason,
                 refusal.detail,
-                extra=run_fields(refusal.run_id, region=region),
+                until.isoformat(),
+                extra=run_fields(key[0], region=region),
             )
-        return BatchResult(len(runs) - len(unaccepted), unaccepted, bounced=bool(hard))
+            group = (region, refusal.reason, until)
+            groups[group].append(key)
+            details.setdefault(group, refusal.detail)
+        for (region, reason, until), keys in groups.items():
+            detail = {
+                "cause": "refused",
+                "region": region,
+                "reason": reason,
+                "detail": details[(region, reason, until)],
+                "parked_until": until.isoformat(),
+            }
+            try:
+                await self._ledger.park_runs(keys, now, until, detail)
+            except LedgerUnavailableError:
+                self._unreleased.extend(keys)
 
     async def _release(self, keys: Sequence[RunKey]) -> None:
         """Put runs back to pending; kept for the next round if the ledger is down."""

@@ -18,8 +18,9 @@ from uuid import UUID
 
 import grpc
 import grpc.aio
-from pybreaker import STATE_CLOSED, CircuitBreaker, CircuitBreakerError
+from pybreaker import CircuitBreakerError
 
+from taskmesh.common.breakers import CLOSED, Breaker
 from taskmesh.common.errors import NotFoundError
 from taskmesh.common.model import ClaimedRun
 from taskmesh.common.retry_policies import delegation_retrying
@@ -58,19 +59,22 @@ class Delivery:
 class RegionClient:
     """One region as the master reaches it."""
 
-    def __init__(self, name: str, address: str, config: MasterConfig, master_id: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        config: MasterConfig,
+        master_id: str,
+        fallbacks: tuple[str, ...] = (),
+    ) -> None:
         """Open a lazy channel to ``address``; nothing is sent until the first call."""
         self.name = name
         self.address = address
+        self.fallbacks = fallbacks  # ordered spillover regions for ``prefer`` runs
         self.credit: int | None = None  # free queue room last advertised; None: not known
         self.queue_depth = 0
         self.reachable = False
-        self.breaker = CircuitBreaker(
-            fail_max=config.breaker.fail_max,
-            reset_timeout=config.breaker.reset_timeout.total_seconds(),
-            exclude=[asyncio.CancelledError],
-            name=f"region {name}",
-        )
+        self.breaker = Breaker(f"region:{name}", config.breaker)
         self._retry = config.delegation_retry
         self._master_id = master_id
         self._heard_at = -math.inf  # monotonic time of the last answer or failure
@@ -81,7 +85,7 @@ class RegionClient:
     @property
     def breaker_state(self) -> str:
         """pybreaker's state name: ``closed``, ``open`` or ``half-open``."""
-        return str(self.breaker.current_state)
+        return self.breaker.state
 
     def needs_probe(self, now: float, interval: float) -> bool:
         """True when the credit is unknown or zero and was last heard of ``interval`` ago."""
@@ -193,11 +197,11 @@ class RegionClient:
 
     async def _guarded(self, call: Callable[[], Awaitable[R]]) -> R:
         """One try through the breaker; while it is not closed, one trial at a time."""
-        if self.breaker.current_state == STATE_CLOSED:
-            with self.breaker.calling():
+        if self.breaker.state == CLOSED:
+            with self.breaker.circuit.calling():
                 return await call()
-        async with self._trial:
-            with self.breaker.calling():
+        async with self._trial:  # pybreaker lets every call through while half-open
+            with self.breaker.circuit.calling():
                 return await call()
 
 
@@ -219,6 +223,7 @@ class RegionClients:
                 addresses.get(region.name, str(region.grpc)),
                 topology.master,
                 master_id,
+                region.fallbacks,
             )
             for region in topology.regions
         ]
@@ -227,6 +232,11 @@ class RegionClients:
     def __iter__(self) -> Iterator[RegionClient]:
         """The clients in topology order."""
         return iter(self._clients.values())
+
+    @property
+    def fallbacks(self) -> dict[str, tuple[str, ...]]:
+        """Each region's ordered fallback regions (regions without any left out)."""
+        return {client.name: client.fallbacks for client in self if client.fallbacks}
 
     def get(self, name: str) -> RegionClient:
         """The client of region ``name``; ``NotFoundError`` if the topology has none."""

@@ -27,7 +27,6 @@ from taskmesh.common.rpc.tasks import (
 )
 from taskmesh.common.rpc.values import RUN_STATES, member, timestamp, uuid
 from taskmesh.master.clock import Clock, utc_now
-from taskmesh.master.cluster_view import cluster_status
 from taskmesh.master.errors import NotSupportedError, abort
 from taskmesh.master.event_watch import start_cursor, watch_events
 from taskmesh.master.region_clients import RegionClients
@@ -219,7 +218,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _get_cluster(self) -> scheduler_pb2.GetClusterResponse:
         """GetCluster from the ledger, the regions and the breakers."""
-        regions = await cluster_status(self._ledger, self._regions)
+        regions = await self._api.cluster()
         return scheduler_pb2.GetClusterResponse(
             regions=regions, observed_at=timestamp(self._clock())
         )

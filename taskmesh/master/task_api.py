@@ -231,7 +231,7 @@ class TaskApi:
 
     async def cluster(self) -> list[cluster_pb2.RegionStatus]:
         """Every topology region as the ledger, the region and the master see it."""
-        return await cluster_status(self._ledger, self._regions)
+        return await cluster_status(self._ledger, self._regions, self._clock())
 
     async def event_cursor(self, after_id: int) -> EventCursor:
         """Where an event watch starts: after event ``after_id``, or at the present when 0."""

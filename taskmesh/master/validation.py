@@ -144,11 +144,13 @@ def _check_execution(spec: TaskSpec) -> None:
 
 
 def _check_placement(spec: TaskSpec, topology: Topology) -> None:
-    """A known region, and one at all when placement is strict."""
+    """A known region, and one at all when placement is prefer (a region-less run floats)."""
     if spec.region is not None:
         check_region(spec.region, topology)
-    elif spec.placement is Placement.STRICT:
-        raise ValidationError("placement", "strict placement needs a region")
+    elif spec.placement is Placement.PREFER:
+        raise ValidationError(
+            "placement", "prefer needs a region to prefer: set region, or leave placement unset"
+        )
 
 
 def _check_positive(span: timedelta | None, field: str) -> None:

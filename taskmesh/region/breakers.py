@@ -8,19 +8,16 @@ while half-open; the region gates that itself to one trial run per breaker at a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import pybreaker
 
+from taskmesh.common import breakers
 from taskmesh.common.model import RunState
 from taskmesh.common.topology import BreakerConfig, RegionBreakers
-
-log = logging.getLogger(__name__)
 
 KIND_FAILURES = frozenset({RunState.FAILED, RunState.TIMED_OUT})
 KIND_SUCCESSES = frozenset({RunState.SUCCEEDED})
@@ -38,46 +35,14 @@ class WorkerFailure(OutcomeFailure):
     """The breaker's worker broke its stream, went silent or lost runs."""
 
 
-class _StateLogger(pybreaker.CircuitBreakerListener):
-    """Logs every state change: operators want to know when a kind or worker is cut off."""
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        """Log the new state of ``cb``."""
-        log.warning("breaker %s is now %s", cb.name, new_state.name)
-
-
-class Breaker:
-    """A pybreaker breaker fed with outcomes as they are reported, with one trial at a time."""
+class Breaker(breakers.Breaker):
+    """A breaker fed with outcomes as they are reported, with one trial run at a time."""
 
     def __init__(
         self, name: str, config: BreakerConfig, clock: Callable[[], datetime] | None = None
     ) -> None:
-        self._storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=config.fail_max,
-            reset_timeout=config.reset_timeout.total_seconds(),
-            exclude=[asyncio.CancelledError],
-            listeners=[_StateLogger()],
-            state_storage=self._storage,
-            name=name,
-        )
-        self._clock = clock or (lambda: datetime.now(UTC))
+        super().__init__(name, config, clock)
         self._trial: UUID | None = None
-
-    @property
-    def state(self) -> str:
-        """``closed``, ``open`` or ``half-open`` (pybreaker's names)."""
-        return str(self._breaker.current_state)
-
-    @property
-    def failures(self) -> int:
-        """Consecutive failures counted so far."""
-        return int(self._breaker.fail_counter)
 
     @property
     def trial_running(self) -> bool:
@@ -89,16 +54,6 @@ class Breaker:
         if self.state == pybreaker.STATE_CLOSED:
             return True
         return self._trial is None and self.seconds_to_trial() == 0.0
-
-    def seconds_to_trial(self) -> float | None:
-        """Seconds until an open breaker admits a trial (0 when due), None when not open."""
-        if self.state == pybreaker.STATE_HALF_OPEN:
-            return 0.0
-        opened_at = self._storage.opened_at
-        if self.state != pybreaker.STATE_OPEN or opened_at is None:
-            return None
-        waited = (self._clock() - opened_at).total_seconds()
-        return max(0.0, self._breaker.reset_timeout - waited)
 
     def begin(self, run_id: UUID) -> None:
         """Note that ``run_id`` was let through; when not closed, it is the one trial."""
@@ -123,7 +78,7 @@ class Breaker:
         self._trial = None
         with (
             contextlib.suppress(pybreaker.CircuitBreakerError, OutcomeFailure),
-            self._breaker.calling(),
+            self.circuit.calling(),
         ):
             if failure is not None:
                 raise failure

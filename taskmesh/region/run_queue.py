@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -133,6 +134,10 @@ class RunQueue(Generic[T]):
         for entry in self._entries.values():
             depth[entry.priority] = depth.get(entry.priority, 0) + 1
         return depth
+
+    def depth_by_kind(self) -> dict[str, int]:
+        """How many runs of each kind are waiting."""
+        return dict(Counter(entry.kind for entry in self._entries.values()))
 
     def drain(self) -> Iterator[T]:
         """Remove and yield every queued run, best first (for hand-back on shutdown)."""

@@ -7,22 +7,11 @@ from datetime import datetime
 from taskmesh.common.model import RegionState, WorkerState
 from taskmesh.common.probes import Component, Readiness
 from taskmesh.common.rpc import cluster_pb2
+from taskmesh.common.rpc.cluster import breaker_state_to_proto, breaker_to_proto
 from taskmesh.common.rpc.values import EXECUTORS, REGION_STATES, WORKER_STATES, timestamp
-from taskmesh.region.breakers import Breaker
 from taskmesh.region.metrics import priority_band
 from taskmesh.region.runtime import RegionRuntime
 from taskmesh.region.worker_registry import ConnectedWorker
-
-BREAKER_STATES = {
-    "closed": cluster_pb2.BREAKER_STATE_CLOSED,
-    "open": cluster_pb2.BREAKER_STATE_OPEN,
-    "half-open": cluster_pb2.BREAKER_STATE_HALF_OPEN,
-}
-
-
-def breaker_state(breaker: Breaker) -> cluster_pb2.BreakerState.ValueType:
-    """The wire state of a breaker."""
-    return BREAKER_STATES.get(breaker.state, cluster_pb2.BREAKER_STATE_UNSPECIFIED)
 
 
 def region_state(runtime: RegionRuntime) -> RegionState:
@@ -33,6 +22,7 @@ def region_state(runtime: RegionRuntime) -> RegionState:
 def worker_status(runtime: RegionRuntime, worker: ConnectedWorker) -> cluster_pb2.WorkerStatus:
     """One worker's WorkerStatus."""
     state = WorkerState.DRAINING if worker.draining else WorkerState.UP
+    breaker = runtime.board.worker(worker.id)
     return cluster_pb2.WorkerStatus(
         id=worker.id,
         region=runtime.name,
@@ -40,11 +30,12 @@ def worker_status(runtime: RegionRuntime, worker: ConnectedWorker) -> cluster_pb
         heartbeat_at=timestamp(worker.heartbeat_at),
         labels=worker.labels,
         state=WORKER_STATES[state],
-        breaker=breaker_state(runtime.board.worker(worker.id)),
+        breaker=breaker_state_to_proto(breaker.state),
         free_slots=worker.credit,
         running=len(worker.held),
         executors=[EXECUTORS[executor] for executor in sorted(worker.executors)],
         connected_at=timestamp(worker.connected_at),
+        breaker_status=breaker_to_proto(breaker.snapshot()),
     )
 
 
@@ -63,14 +54,28 @@ def region_status(
         running=runtime.registry.running,
         total_slots=sum(worker.slots for worker in workers),
         free_slots=sum(worker.credit for worker in workers),
-        kind_breakers=[
-            cluster_pb2.KindBreaker(
-                kind=kind, state=breaker_state(breaker), failures=breaker.failures
-            )
-            for kind, breaker in runtime.board.kinds()
-        ],
+        kind_breakers=kind_breakers(runtime),
         workers=[worker_status(runtime, worker) for worker in workers],
     )
+
+
+def kind_breakers(runtime: RegionRuntime) -> list[cluster_pb2.KindBreaker]:
+    """Each kind breaker the region has, with the runs of its kind waiting in the queue."""
+    waiting = runtime.queue.depth_by_kind()
+    statuses = []
+    for kind, breaker in runtime.board.kinds():
+        snapshot = breaker.snapshot()
+        statuses.append(
+            cluster_pb2.KindBreaker(
+                kind=kind,
+                state=breaker_state_to_proto(snapshot.state),
+                failures=snapshot.failures,
+                opened_at=timestamp(snapshot.opened_at),
+                trial_at=timestamp(snapshot.trial_at),
+                waiting=waiting.get(kind, 0),
+            )
+        )
+    return statuses
 
 
 def readiness(runtime: RegionRuntime, ledger_reachable: bool) -> Readiness:

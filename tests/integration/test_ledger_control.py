@@ -99,13 +99,14 @@ async def test_cancel_blocked_run(ledger: Ledger, scenario) -> None:
 
 
 async def test_reap_region_takes_its_runs_back(ledger: Ledger, scenario) -> None:
-    """Delegated runs go back to pending (strict ones keep their region); assigned ones (a
-    worker may have started them) and running ones are lost and retried; the region is marked
-    down, and its old epochs are refused."""
+    """Delegated runs go back to pending (bound to their task's region, whatever the
+    placement); assigned ones (a worker may have started them) and running ones are lost and
+    retried; the region is marked down, and its old epochs are refused."""
     await ledger.heartbeat_region("r1", "10.0.0.1:7000", 5, NOW)
     await ledger.heartbeat_region("r2", "10.0.0.2:7000", 5, LATER)
     delegated = await scenario.delegated()
     strict = await scenario.delegated(region="r1", placement=Placement.STRICT)
+    prefer = await scenario.delegated(region="r1", placement=Placement.PREFER)
     assigned = await scenario.move(await scenario.delegated(), RunState.ASSIGNED)
     running = await scenario.run_in(RunState.RUNNING)
     stale = await ledger.stale_regions(LATER, timedelta(seconds=30))
@@ -113,10 +114,10 @@ async def test_reap_region_takes_its_runs_back(ledger: Ledger, scenario) -> None
 
     result = await ledger.reap_region("r1", LATER)
 
-    assert {run.id for run in result.requeued} == {delegated.id, strict.id}
+    assert {run.id for run in result.requeued} == {delegated.id, strict.id, prefer.id}
     assert all(run.epoch == 2 and run.state is RunState.PENDING for run in result.requeued)
     regions = {run.id: run.region for run in result.requeued}
-    assert regions == {delegated.id: None, strict.id: "r1"}
+    assert regions == {delegated.id: None, strict.id: "r1", prefer.id: "r1"}
     assert {run.id for run in result.lost} == {assigned.id, running.id}
     assert [(run.attempt, run.state) for run in result.retries] == [(2, RunState.PENDING)] * 2
     assert await ledger.stale_regions(LATER, timedelta(seconds=30)) == []

@@ -119,13 +119,17 @@ async def test_bound_runs_take_credit_before_regionless_ones(ledger: Ledger, sce
 
 
 async def test_preferred_region_absent_from_credits_spills_over(ledger: Ledger, scenario) -> None:
-    """A 'prefer' run whose region takes no work now goes elsewhere; a 'strict' one waits."""
+    """A 'prefer' run whose region takes no work now goes to its first fallback with credit,
+    recorded as spilled from its region; a 'strict' one waits; without fallbacks none spill."""
     _, prefer = await scenario.submit(region="gone", placement=Placement.PREFER)
     _, strict = await scenario.submit(region="gone", placement=Placement.STRICT)
-    claimed = await ledger.claim_due_runs({"r1": 5}, NOW)
-    assert [(c.run_id, c.region) for c in claimed] == [(prefer.id, "r1")]
+    assert await ledger.claim_due_runs({"r1": 5, "r2": 5}, NOW) == []
+    fallbacks = {"gone": ["r3", "r2", "r1"]}
+    claimed = await ledger.claim_due_runs({"r1": 5, "r2": 5, "r3": 0}, NOW, fallbacks)
+    assert [(c.run_id, c.region) for c in claimed] == [(prefer.id, "r2")]
     assert (await ledger.get_run(strict.id)).state is RunState.PENDING
-    claimed = await ledger.claim_due_runs({"gone": 5}, NOW)
+    assert await ledger.spillover_counts(NOW - timedelta(minutes=1)) == {("gone", "r2"): 1}
+    claimed = await ledger.claim_due_runs({"gone": 5}, NOW, fallbacks)
     assert [(c.run_id, c.region) for c in claimed] == [(strict.id, "gone")]
 
 

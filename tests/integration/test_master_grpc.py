@@ -95,8 +95,8 @@ INVALID: dict[str, tuple[task_pb2.TaskSpec, str]] = {
     ),
     "args for a shell command": (spec(args=["x"]), "args"),
     "unknown executor": (spec(executor=99), "executor"),
-    "strict placement without region": (
-        spec(placement=task_pb2.PLACEMENT_STRICT),
+    "prefer placement without region": (
+        spec(placement=task_pb2.PLACEMENT_PREFER),
         "placement",
     ),
     "too many attempts": (

@@ -43,7 +43,7 @@ def check(**changes: Any) -> TaskSpec:
         ({"priority": 1001}, "priority"),
         ({"priority": -1001}, "priority"),
         ({"region": "mars"}, "region"),
-        ({"placement": Placement.STRICT}, "placement"),
+        ({"placement": Placement.PREFER}, "placement"),
         ({"kind": ""}, "kind"),
         ({"args": ("a",)}, "args"),
         ({"executor": Executor.EXEC, "args": ("a",) * 2000}, "args"),
@@ -86,6 +86,7 @@ def test_each_invalid_field_is_named(changes: dict[str, Any], field: str) -> Non
     [
         {},
         {"region": "us", "placement": Placement.STRICT},
+        {"region": "us", "placement": Placement.PREFER},
         {"priority": 1000},
         {"priority": -1000},
         {"executor": Executor.EXEC, "args": ("-v",)},

@@ -25,7 +25,6 @@ from taskmesh.common.model import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     Cancellation,
-    Placement,
     ReapResult,
     Run,
     RunState,
@@ -135,13 +134,10 @@ def _reaped(item: Locked, region: str, now: datetime) -> Change:
         error = f"region {region} stopped heartbeating while this run was {run.state}"
         lost = replace(run, state=RunState.LOST, finished_at=now, error=error)
         return Change(item, lost, now, detail)
-    keep_region = item.placement is Placement.STRICT
+    # Back to its task's region: a strict run waits for it, a prefer run spills to its
+    # fallbacks while it is down and returns home once it is back.
     requeued = replace(
-        run,
-        state=RunState.PENDING,
-        epoch=run.epoch + 1,
-        worker_id=None,
-        region=run.region if keep_region else None,
+        run, state=RunState.PENDING, epoch=run.epoch + 1, worker_id=None, region=item.task_region
     )
     return Change(item, requeued, now, detail)
 

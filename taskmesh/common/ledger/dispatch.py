@@ -8,7 +8,6 @@ new epoch and log the events.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,8 +44,9 @@ PICK_BOUND = text("""
 """)
 
 # Floating runs: those with no region, best first straight off the claim index, and those
-# whose preferred region is not taking work now (absent from the credits). The regions of the
-# backlog are found with a loose index scan, so neither part reads more than it returns.
+# whose preferred region is not taking work now but has a fallback that is (``:spillable``,
+# strict ones stay). The regions of the backlog are found with a loose index scan, so neither
+# part reads more than it returns. ``region`` is NULL for unbound runs, else the preferred one.
 PICK_FLOATING = text("""
     WITH RECURSIVE backlog_regions(region) AS (
         (SELECT region FROM runs WHERE state = 'pending' AND region IS NOT NULL
@@ -58,7 +58,7 @@ PICK_FLOATING = text("""
         FROM backlog_regions AS b WHERE b.region IS NOT NULL
     ),
     unbound AS (
-        SELECT r.id, r.epoch, r.priority, r.due_at FROM runs AS r
+        SELECT r.id, r.epoch, r.region, r.priority, r.due_at FROM runs AS r
         WHERE r.state = 'pending' AND r.region IS NULL
           AND r.ready_at <= CAST(:now AS timestamptz)
         ORDER BY r.priority DESC, r.due_at
@@ -68,7 +68,7 @@ PICK_FLOATING = text("""
     spilled AS (
         SELECT s.* FROM backlog_regions AS b
         CROSS JOIN LATERAL (
-            SELECT r.id, r.epoch, r.priority, r.due_at
+            SELECT r.id, r.epoch, r.region, r.priority, r.due_at
             FROM runs AS r JOIN tasks AS t ON t.id = r.task_id
             WHERE r.state = 'pending' AND r.region = b.region AND t.placement = 'prefer'
               AND r.ready_at <= CAST(:now AS timestamptz)
@@ -76,9 +76,9 @@ PICK_FLOATING = text("""
             LIMIT :limit
             FOR UPDATE OF r SKIP LOCKED
         ) AS s
-        WHERE b.region IS NOT NULL AND NOT (b.region = ANY(CAST(:regions AS text[])))
+        WHERE b.region = ANY(CAST(:spillable AS text[]))
     )
-    SELECT id, epoch FROM (SELECT * FROM unbound UNION ALL SELECT * FROM spilled) AS f
+    SELECT id, epoch, region FROM (SELECT * FROM unbound UNION ALL SELECT * FROM spilled) AS f
     ORDER BY priority DESC, due_at
     LIMIT :limit
 """)
@@ -92,9 +92,11 @@ DELEGATE = text("""
     claimed AS (
         UPDATE runs AS r SET
             state = 'delegated', epoch = r.epoch + 1, region = i.region,
-            delegated_at = CAST(:now AS timestamptz), worker_id = NULL
-        FROM input AS i
+            delegated_at = CAST(:now AS timestamptz), worker_id = NULL,
+            spilled_from = CASE WHEN t.region <> i.region THEN t.region END
+        FROM input AS i, tasks AS t
         WHERE r.id = i.run_id AND r.state = 'pending' AND r.epoch = i.epoch
+          AND t.id = r.task_id
         RETURNING r.*
     ),
     logged AS (
@@ -121,48 +123,80 @@ async def _pick_bound(
     return [Pick(as_uuid(row.id), row.epoch, row.region) for row in rows]
 
 
-def place(floating: Sequence[tuple[UUID, int]], leftover: Mapping[str, int]) -> list[Pick]:
-    """Give each floating run, best first, to the region with the most credit left."""
-    heap = [(-credit, name) for name, credit in leftover.items() if credit > 0]
-    heapq.heapify(heap)
+@dataclass(frozen=True, slots=True)
+class Floating:
+    """A locked run without a region to go to now: ``preferred`` is None for an unbound one."""
+
+    run_id: UUID
+    epoch: int
+    preferred: str | None
+
+
+def place(
+    floating: Sequence[Floating],
+    leftover: Mapping[str, int],
+    fallbacks: Mapping[str, Sequence[str]],
+) -> list[Pick]:
+    """Place floating runs, best first: unbound ones where most credit is left, spilled ones
+    in the first fallback of their preferred region with credit left; the rest stay."""
+    credit = {name: left for name, left in leftover.items() if left > 0}
     picks: list[Pick] = []
-    for run_id, epoch in floating:
-        if not heap:
-            break
-        negative_credit, name = heapq.heappop(heap)
-        picks.append(Pick(run_id, epoch, name))
-        if negative_credit + 1 < 0:
-            heapq.heappush(heap, (negative_credit + 1, name))
+    for run in floating:
+        if run.preferred is None:
+            candidates: Sequence[str] = sorted(credit, key=lambda name: (-credit[name], name))
+        else:
+            candidates = [name for name in fallbacks.get(run.preferred, ()) if name in credit]
+        if not candidates:
+            continue
+        region = candidates[0]
+        picks.append(Pick(run.run_id, run.epoch, region))
+        credit[region] -= 1
+        if credit[region] == 0:
+            del credit[region]
     return picks
+
+
+def spillable(credits: Mapping[str, int], fallbacks: Mapping[str, Sequence[str]]) -> list[str]:
+    """Regions not taking work now (absent from ``credits``) with a fallback that has credit."""
+    return sorted(
+        name
+        for name, names in fallbacks.items()
+        if name not in credits and any(credits.get(other, 0) > 0 for other in names)
+    )
 
 
 async def _pick_floating(
     connection: AsyncConnection,
-    credits: Mapping[str, int],
     leftover: Mapping[str, int],
+    fallbacks: Mapping[str, Sequence[str]],
     now: datetime,
 ) -> list[Pick]:
     """Lock the best floating runs for the leftover credit and place them."""
     limit = sum(credit for credit in leftover.values() if credit > 0)
     if limit == 0:
         return []
-    params = {"regions": sorted(credits), "limit": limit, "now": now}
+    params = {"spillable": spillable(leftover, fallbacks), "limit": limit, "now": now}
     rows = await connection.execute(PICK_FLOATING, params)
-    return place([(as_uuid(row.id), row.epoch) for row in rows], leftover)
+    floating = [Floating(as_uuid(row.id), row.epoch, row.region) for row in rows]
+    return place(floating, leftover, fallbacks)
 
 
 async def claim_due_runs(
-    connection: AsyncConnection, credits: Mapping[str, int], now: datetime
+    connection: AsyncConnection,
+    credits: Mapping[str, int],
+    now: datetime,
+    fallbacks: Mapping[str, Sequence[str]] | None = None,
 ) -> list[ClaimedRun]:
     """Claim ready pending runs for the regions in ``credits``, never past a region's credit.
 
     ``credits`` lists every region that can take work now (0: healthy but full). A run bound to
-    a region absent from it spills over to others when its task's placement is ``prefer``.
+    a region absent from it spills over to the first of that region's ``fallbacks`` with credit
+    left when its task's placement is ``prefer``; a ``strict`` one waits for its region.
     """
     bound = await _pick_bound(connection, credits, now)
     used = Counter(pick.region for pick in bound)
     leftover = {name: credit - used[name] for name, credit in credits.items()}
-    picks = bound + await _pick_floating(connection, credits, leftover, now)
+    picks = bound + await _pick_floating(connection, leftover, fallbacks or {}, now)
     if not picks:
         return []
     params = {
@@ -173,3 +207,15 @@ async def claim_due_runs(
     }
     rows = await connection.execute(DELEGATE, params)
     return [claimed_from_row(row) for row in rows.mappings()]
+
+
+# A parked run is pending but not ready before ``until``: dispatchers skip it until then.
+PARK = text("""
+    UPDATE runs SET ready_at = CAST(:until AS timestamptz)
+    WHERE id = ANY(CAST(:run_ids AS uuid[])) AND state = 'pending'
+""")
+
+
+async def park(connection: AsyncConnection, run_ids: Sequence[UUID], until: datetime) -> None:
+    """Hold pending runs back until ``until``."""
+    await connection.execute(PARK, {"run_ids": list(run_ids), "until": until})

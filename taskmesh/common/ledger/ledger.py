@@ -283,15 +283,26 @@ class Ledger:
         """Every region that has sent a heartbeat."""
         return await self._transaction(reads.list_regions)
 
+    async def spillover_counts(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Attempts delegated to a fallback region since ``since``, by (from, to) region."""
+        return await self._transaction(lambda c: reads.spillover_counts(c, since))
+
     async def list_workers(self, region: str | None = None) -> list[Worker]:
         """Registered workers, of one region or all."""
         return await self._transaction(lambda c: reads.list_workers(c, region))
 
     # --- dispatch -----------------------------------------------------------------------------
 
-    async def claim_due_runs(self, credits: Mapping[str, int], now: datetime) -> list[ClaimedRun]:
+    async def claim_due_runs(
+        self,
+        credits: Mapping[str, int],
+        now: datetime,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[ClaimedRun]:
         """Claim ready runs for delegation, at most each region's credit; see ``dispatch``."""
-        return await self._transaction(lambda c: dispatch.claim_due_runs(c, credits, now))
+        return await self._transaction(
+            lambda c: dispatch.claim_due_runs(c, credits, now, fallbacks)
+        )
 
     async def release_runs(
         self, items: Sequence[tuple[UUID, int]], now: datetime
@@ -302,6 +313,24 @@ class Ledger:
         return await self._transaction(
             lambda c: transitions.record(c, batch, self._jitter, 0, detail)
         )
+
+    async def park_runs(
+        self,
+        items: Sequence[tuple[UUID, int]],
+        now: datetime,
+        until: datetime,
+        detail: Mapping[str, object],
+    ) -> list[TransitionOutcome]:
+        """Put refused runs back to pending, not to be claimed before ``until``."""
+        batch = [Transition(run_id, epoch, RunState.PENDING, now) for run_id, epoch in items]
+
+        async def parked(connection: AsyncConnection) -> list[TransitionOutcome]:
+            outcomes = await transitions.record(connection, batch, self._jitter, 0, detail)
+            applied = [outcome.transition.run_id for outcome in outcomes if outcome.applied]
+            await dispatch.park(connection, applied, until)
+            return outcomes
+
+        return await self._transaction(parked)
 
     def listen_for_due_runs(self) -> AbstractAsyncContextManager[asyncio.Event]:
         """An ``asyncio.Event`` set when runs become due (LISTEN on a dedicated connection)."""

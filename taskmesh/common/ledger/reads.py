@@ -314,3 +314,23 @@ async def count_runs_by_state(connection: AsyncConnection) -> dict[RunState, int
     """
     query = select(runs.c.state, func.count()).group_by(runs.c.state)
     return {RunState(state): int(count) for state, count in await connection.execute(query)}
+
+
+async def spillover_counts(
+    connection: AsyncConnection, since: datetime
+) -> dict[tuple[str, str], int]:
+    """Attempts delegated since ``since`` to a fallback region: (spilled from, spilled to) → count.
+
+    Served by the partial index over spilled attempts; a re-delegation counts once more.
+    """
+    query = (
+        select(runs.c.spilled_from, runs.c.region, func.count())
+        .where(
+            runs.c.spilled_from.is_not(None),
+            runs.c.delegated_at >= since,
+            runs.c.region != runs.c.spilled_from,  # not put back to pending since
+        )
+        .group_by(runs.c.spilled_from, runs.c.region)
+    )
+    rows = (await connection.execute(query)).all()
+    return {(row[0], row[1]): int(row[2]) for row in rows}

@@ -122,7 +122,7 @@ tasks = Table(
     Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("priority", Integer, nullable=False, server_default=text("0")),
     Column("region", Text),
-    Column("placement", Text, nullable=False, server_default=text("'prefer'::text")),
+    Column("placement", Text, nullable=False, server_default=text("'strict'::text")),
     Column("kind", Text, nullable=False, server_default=text("'default'::text")),
     Column("timeout", INTERVAL),
     Column("schedule_to_start_timeout", INTERVAL),
@@ -218,6 +218,8 @@ runs = Table(
     Column("exit_code", Integer),
     Column("output_tail", Text, nullable=False, server_default=text("''")),
     Column("error", Text, nullable=False, server_default=text("''")),
+    # The task's region when this attempt was delegated to a fallback region instead.
+    Column("spilled_from", Text),
     # One row per (fire time, attempt): two masters can never create the same fire twice.
     UniqueConstraint("task_id", "due_at", "attempt"),
     CheckConstraint(one_of("state", RunState), name="state"),
@@ -245,6 +247,12 @@ runs = Table(
     ),
     # Exact counts by state and region (metrics) or by state (dashboard): index-only scans.
     Index("ix_runs_state_region", "state", "region"),
+    # Recent spillover for the cluster view: only spilled attempts are in it, so it stays small.
+    Index(
+        "ix_runs_spilled",
+        "delegated_at",
+        postgresql_where=text("spilled_from IS NOT NULL"),
+    ),
     # The reaper: a region's unfinished runs.
     Index(
         "ix_runs_in_flight",

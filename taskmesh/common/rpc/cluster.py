@@ -8,6 +8,7 @@ returned message, and decoding ignores them.
 from __future__ import annotations
 
 from taskmesh.common import model
+from taskmesh.common.breakers import BreakerSnapshot
 from taskmesh.common.rpc import cluster_pb2
 from taskmesh.common.rpc.values import REGION_STATES, WORKER_STATES, instant, member, timestamp
 
@@ -55,4 +56,26 @@ def worker_from_proto(message: cluster_pb2.WorkerStatus) -> model.Worker:
         heartbeat_at=instant(message.heartbeat_at),
         labels=dict(message.labels),
         state=member(WORKER_STATES, message.state, "state"),
+    )
+
+
+BREAKER_STATES = {
+    "closed": cluster_pb2.BREAKER_STATE_CLOSED,
+    "open": cluster_pb2.BREAKER_STATE_OPEN,
+    "half-open": cluster_pb2.BREAKER_STATE_HALF_OPEN,
+}
+
+
+def breaker_state_to_proto(state: str) -> cluster_pb2.BreakerState.ValueType:
+    """The wire state of a breaker from pybreaker's state name."""
+    return BREAKER_STATES.get(state, cluster_pb2.BREAKER_STATE_UNSPECIFIED)
+
+
+def breaker_to_proto(snapshot: BreakerSnapshot) -> cluster_pb2.BreakerStatus:
+    """A BreakerStatus: state, failures and, while not closed, opened_at and trial_at."""
+    return cluster_pb2.BreakerStatus(
+        state=breaker_state_to_proto(snapshot.state),
+        failures=snapshot.failures,
+        opened_at=timestamp(snapshot.opened_at),
+        trial_at=timestamp(snapshot.trial_at),
     )

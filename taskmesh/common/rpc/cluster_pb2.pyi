@@ -120,22 +120,38 @@ class KindBreaker(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    TRIAL_AT_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """Task kind (TaskSpec.kind)."""
     state: Global___BreakerState.ValueType
     """Its breaker's state."""
     failures: _builtins.int
     """Consecutive failures counted by the breaker."""
+    waiting: _builtins.int
+    """Runs of this kind waiting in the region's queue (held there while the breaker is open)."""
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last opened (UTC); unset while closed."""
+
+    @_builtins.property
+    def trial_at(self) -> _timestamp_pb2.Timestamp:
+        """When an open breaker lets its one trial run through (UTC); unset while closed."""
+
     def __init__(
         self,
         *,
         kind: _builtins.str = ...,
         state: Global___BreakerState.ValueType = ...,
         failures: _builtins.int = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        trial_at: _timestamp_pb2.Timestamp | None = ...,
+        waiting: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "trial_at", b"trial_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "kind", b"kind", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "kind", b"kind", "opened_at", b"opened_at", "state", b"state", "trial_at", b"trial_at", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,6 +194,7 @@ class WorkerStatus(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     EXECUTORS_FIELD_NUMBER: _builtins.int
     CONNECTED_AT_FIELD_NUMBER: _builtins.int
+    BREAKER_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Worker id (free-form, unique within the region)."""
     region: _builtins.str
@@ -208,6 +225,10 @@ class WorkerStatus(_message.Message):
     def connected_at(self) -> _timestamp_pb2.Timestamp:
         """When its current stream was opened (UTC)."""
 
+    @_builtins.property
+    def breaker_status(self) -> Global___BreakerStatus:
+        """The region's breaker towards this worker in full: state, failures, timing."""
+
     def __init__(
         self,
         *,
@@ -222,10 +243,11 @@ class WorkerStatus(_message.Message):
         running: _builtins.int = ...,
         executors: _abc.Iterable[_task_pb2.Executor.ValueType] | None = ...,
         connected_at: _timestamp_pb2.Timestamp | None = ...,
+        breaker_status: Global___BreakerStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "heartbeat_at", b"heartbeat_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["breaker_status", b"breaker_status", "connected_at", b"connected_at", "heartbeat_at", b"heartbeat_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker", b"breaker", "connected_at", b"connected_at", "executors", b"executors", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "id", b"id", "labels", b"labels", "region", b"region", "running", b"running", "slots", b"slots", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker", b"breaker", "breaker_status", b"breaker_status", "connected_at", b"connected_at", "executors", b"executors", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "id", b"id", "labels", b"labels", "region", b"region", "running", b"running", "slots", b"slots", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,6 +272,11 @@ class RegionStatus(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     KIND_BREAKERS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    BREAKER_STATUS_FIELD_NUMBER: _builtins.int
+    SPILLED_OUT_FIELD_NUMBER: _builtins.int
+    SPILLED_IN_FIELD_NUMBER: _builtins.int
+    SPILLOVER_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Region name (from the topology)."""
     address: _builtins.str
@@ -270,6 +297,14 @@ class RegionStatus(_message.Message):
     """Sum of its workers' slots."""
     free_slots: _builtins.int
     """Sum of its workers' free slots."""
+    spilled_out: _builtins.int
+    """Runs of tasks placed in this region delegated to a fallback region within the last
+    `spillover_window_seconds` (unset in Region.Describe).
+    """
+    spilled_in: _builtins.int
+    """Runs of tasks placed in another region delegated here within that window."""
+    spillover_window_seconds: _builtins.int
+    """The window of the two counts above, in seconds."""
     @_builtins.property
     def heartbeat_at(self) -> _timestamp_pb2.Timestamp:
         """When the region last wrote its heartbeat row in the ledger (UTC)."""
@@ -281,6 +316,14 @@ class RegionStatus(_message.Message):
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStatus]:
         """Its workers."""
+
+    @_builtins.property
+    def breaker_status(self) -> Global___BreakerStatus:
+        """The master's breaker towards this region in full (unset in Region.Describe)."""
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its ordered fallback regions from the topology (unset in Region.Describe)."""
 
     def __init__(
         self,
@@ -298,14 +341,57 @@ class RegionStatus(_message.Message):
         free_slots: _builtins.int = ...,
         kind_breakers: _abc.Iterable[Global___KindBreaker] | None = ...,
         workers: _abc.Iterable[Global___WorkerStatus] | None = ...,
+        breaker_status: Global___BreakerStatus | None = ...,
+        spilled_out: _builtins.int = ...,
+        spilled_in: _builtins.int = ...,
+        spillover_window_seconds: _builtins.int = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_at", b"heartbeat_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["breaker_status", b"breaker_status", "heartbeat_at", b"heartbeat_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "breaker", b"breaker", "credit", b"credit", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "kind_breakers", b"kind_breakers", "name", b"name", "queue_depth", b"queue_depth", "reachable", b"reachable", "running", b"running", "state", b"state", "total_slots", b"total_slots", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "breaker", b"breaker", "breaker_status", b"breaker_status", "credit", b"credit", "fallbacks", b"fallbacks", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "kind_breakers", b"kind_breakers", "name", b"name", "queue_depth", b"queue_depth", "reachable", b"reachable", "running", b"running", "spilled_in", b"spilled_in", "spilled_out", b"spilled_out", "spillover_window_seconds", b"spillover_window_seconds", "state", b"state", "total_slots", b"total_slots", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegionStatus: _TypeAlias = RegionStatus  # noqa: Y015
+
+@_typing.final
+class BreakerStatus(_message.Message):
+    """A circuit breaker as reported: state, consecutive failures and timing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    TRIAL_AT_FIELD_NUMBER: _builtins.int
+    state: Global___BreakerState.ValueType
+    """Its state."""
+    failures: _builtins.int
+    """Consecutive failures counted (the breaker opens at the topology's fail_max)."""
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last opened (UTC); unset while closed."""
+
+    @_builtins.property
+    def trial_at(self) -> _timestamp_pb2.Timestamp:
+        """When an open breaker lets its one trial call through (UTC); unset while closed."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___BreakerState.ValueType = ...,
+        failures: _builtins.int = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        trial_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "trial_at", b"trial_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "opened_at", b"opened_at", "state", b"state", "trial_at", b"trial_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakerStatus: _TypeAlias = BreakerStatus  # noqa: Y015
 
 @_typing.final
 class DrainWorkerRequest(_message.Message):

@@ -107,7 +107,7 @@ def claimed_run_from_proto(message: region_pb2.ClaimedRun) -> model.ClaimedRun:
         executor=member(EXECUTORS, message.executor, "executor", model.Executor.SHELL),
         args=tuple(message.args),
         kind=message.kind or model.DEFAULT_KIND,
-        placement=member(PLACEMENTS, message.placement, "placement", model.Placement.PREFER),
+        placement=member(PLACEMENTS, message.placement, "placement", model.Placement.STRICT),
         timeout=message.timeout.ToTimedelta() if has("timeout") else None,
         schedule_to_start_timeout=message.schedule_to_start_timeout.ToTimedelta()
         if has("schedule_to_start_timeout")

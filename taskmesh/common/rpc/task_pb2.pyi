@@ -61,21 +61,25 @@ class _Placement:
 class _PlacementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Placement.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLACEMENT_UNSPECIFIED: _Placement.ValueType  # 0
-    """Not set: the default, PLACEMENT_PREFER."""
+    """Not set: the default, PLACEMENT_STRICT."""
     PLACEMENT_STRICT: _Placement.ValueType  # 1
-    """Only the task's region may run it."""
+    """Only the task's region may run it; its runs wait while the region is down."""
     PLACEMENT_PREFER: _Placement.ValueType  # 2
-    """The task's region first; a fallback region when it is down."""
+    """The task's region first; the next healthy fallback region (topology order) while its
+    region's breaker is open or the region is gone. Needs a region.
+    """
 
 class Placement(_Placement, metaclass=_PlacementEnumTypeWrapper):
     """Whether a run may spill over to a fallback region."""
 
 PLACEMENT_UNSPECIFIED: Placement.ValueType  # 0
-"""Not set: the default, PLACEMENT_PREFER."""
+"""Not set: the default, PLACEMENT_STRICT."""
 PLACEMENT_STRICT: Placement.ValueType  # 1
-"""Only the task's region may run it."""
+"""Only the task's region may run it; its runs wait while the region is down."""
 PLACEMENT_PREFER: Placement.ValueType  # 2
-"""The task's region first; a fallback region when it is down."""
+"""The task's region first; the next healthy fallback region (topology order) while its
+region's breaker is open or the region is gone. Needs a region.
+"""
 Global___Placement: _TypeAlias = Placement  # noqa: Y015
 
 class _MisfirePolicy:

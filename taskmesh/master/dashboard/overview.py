@@ -1,6 +1,7 @@
 """``GET /v1/cluster`` and ``GET /v1/activity``: the cluster at a glance, and its last minutes.
 
-Regions and workers are the ``GetClusterResponse`` messages in proto3 JSON, dated by
+Regions and workers are the ``GetClusterResponse`` messages in proto3 JSON (breakers and
+spillover in the simpler shape of ``region_json``), dated by
 ``observed_at`` (the master's clock) so the page computes heartbeat ages without trusting the
 browser's clock. ``run_states`` counts every attempt by state, exactly (``count_runs_by_state``).
 The activity is the ledger's ``run_activity`` slices: attempts ended and pickup latency.
@@ -14,8 +15,8 @@ from typing import Any
 
 from taskmesh.common.model import ActivityBucket
 from taskmesh.common.rpc.values import timestamp
+from taskmesh.master.dashboard.region_json import region_json
 from taskmesh.master.task_api import TaskApi
-from taskmesh.master.task_json import message_json
 
 ACTIVITY_WINDOW = timedelta(minutes=15)
 ACTIVITY_STEP = timedelta(seconds=10)
@@ -31,7 +32,7 @@ async def cluster_overview(api: TaskApi, now: datetime) -> dict[str, Any]:
     regions, totals = await asyncio.gather(api.cluster(), api.run_totals())
     return {
         "observed_at": instant_json(now),
-        "regions": [message_json(region) for region in regions],
+        "regions": [region_json(region) for region in regions],
         "run_states": {str(state): count for state, count in sorted(totals.items())},
     }
 
