@@ -22,6 +22,7 @@ from taskmesh.client import Client
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
+KIND_BREAKER_RESET = 5.0  # seconds an open kind breaker of region us waits for its trial run
 
 
 @dataclass
@@ -50,19 +51,36 @@ class RunningCluster:
     def worker_pid(self, worker_id: str) -> int:
         return int(self.state["workers"][worker_id]["pid"])
 
+    def region_pid(self, name: str) -> int:
+        return int(self.state["regions"][name]["pid"])
+
     def logs(self) -> str:
         parts = [f"--- {path.name}\n{path.read_text()[-4000:]}" for path in self.log_dir.glob("*")]
         return "\n".join(parts)
 
 
 def e2e_topology(database_url: str) -> dict[str, Any]:
-    """Two regions of two workers each, with short failure-detection timeouts."""
+    """Two regions of two workers each, with short failure-detection timeouts.
+
+    eu falls back to us; the master's region breakers open after 2 failed calls and try again
+    after 2 s; us holds a task kind back after 2 failures in a row for 5 s.
+    """
     workers = {"count": 2, "slots": 4, "heartbeat_interval": "250ms"}
     region = {"worker_heartbeat_timeout": "2s", "capacity": 1000, "workers": workers}
+    master = {
+        "dispatch_interval": "200ms",
+        "region_heartbeat_timeout": "10s",
+        "breaker": {"fail_max": 2, "reset_timeout": "2s"},
+        "delegation_retry": {"attempts": 2, "initial_backoff": "50ms", "max_backoff": "100ms"},
+    }
+    kind_breaker = {"fail_max": 2, "reset_timeout": f"{KIND_BREAKER_RESET:g}s"}
     return {
         "ledger": {"url": database_url},
-        "master": {"dispatch_interval": "200ms", "region_heartbeat_timeout": "10s"},
-        "regions": [{"name": "eu", **region}, {"name": "us", **region}],
+        "master": master,
+        "regions": [
+            {"name": "eu", "fallbacks": ["us"], **region},
+            {"name": "us", "breakers": {"kind": kind_breaker}, **region},
+        ],
     }
 
 

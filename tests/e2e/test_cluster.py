@@ -12,13 +12,15 @@ import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import grpc
 from e2e_harness import RunningCluster
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmesh.client import Client, TaskInfo
-from taskmesh.common.model import RunState
+from taskmesh.common.model import Run, RunState
+from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 T = TypeVar("T")
 
@@ -332,3 +334,125 @@ def test_observability_health_metrics_and_run_logs(cluster: RunningCluster) -> N
     (row,) = [line for line in stopped.stdout.splitlines() if line.startswith("worker-us-1 ")]
     assert " NO " in row
     assert "DEADLINE_EXCEEDED" in row
+
+
+# --- breakers and spillover (the cluster's topology: eu falls back to us, quick breakers) ---
+
+
+def rest_regions(cluster: RunningCluster) -> dict[str, dict[str, Any]]:
+    """``GET /v1/cluster``'s regions by name."""
+    with urllib.request.urlopen(f"{cluster.rest}/v1/cluster", timeout=10) as response:
+        body = json.load(response)
+    return {region["name"]: region for region in body["regions"]}
+
+
+def grpc_regions(cluster: RunningCluster) -> dict[str, cluster_pb2.RegionStatus]:
+    """``GetCluster``'s regions by name."""
+    with grpc.insecure_channel(cluster.master) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        response = stub.GetCluster(scheduler_pb2.GetClusterRequest(), timeout=10)
+    return {region.name: region for region in response.regions}
+
+
+def kind_breaker(cluster: RunningCluster, region: str, kind: str) -> dict[str, Any] | None:
+    """One kind breaker of a region in ``GET /v1/cluster``, None before the kind is seen."""
+    kinds = rest_regions(cluster)[region]["kinds"]
+    return next((item for item in kinds if item["kind"] == kind), None)
+
+
+def final_run(client: Client, task_id: str, timeout: float = 60.0) -> Run:
+    """The task's newest run once it is terminal."""
+    run = client.wait(task_id, timeout=timeout).latest_run
+    assert run is not None
+    return run
+
+
+def current_run(client: Client, task_id: str) -> Run:
+    """The task's newest run now."""
+    run = client.get(task_id).latest_run
+    assert run is not None
+    return run
+
+
+def test_worker_breakers_are_reported_closed(cluster: RunningCluster) -> None:
+    workers = [w for region in rest_regions(cluster).values() for w in region["workers"]]
+    assert len(workers) == 4
+    assert {w["breaker"]["state"] for w in workers} == {"closed"}
+    assert {w["breaker"]["opened_at"] for w in workers} == {None}
+    described = grpc_regions(cluster)["us"].workers[0].breaker_status
+    assert described.state == cluster_pb2.BREAKER_STATE_CLOSED
+
+
+def test_failing_kind_is_held_back_then_one_trial_closes_it(cluster: RunningCluster) -> None:
+    with cluster.client() as client:
+        failing = [client.submit("exit 3", region="us", kind="flaky") for _ in range(2)]
+        assert {final_run(client, str(t.id)).state for t in failing} == {RunState.FAILED}
+        opened = eventually(
+            lambda: (k := kind_breaker(cluster, "us", "flaky")) and k["state"] == "open" and k,
+            what="the flaky kind breaker open",
+        )
+        assert opened["failures"] == 2
+        assert opened["opened_at"] < opened["trial_at"]
+        held = [client.submit("sleep 0.5", region="us", kind="flaky") for _ in range(3)]
+        eventually(
+            lambda: (k := kind_breaker(cluster, "us", "flaky")) and k["waiting"] == 3,
+            what="3 flaky runs waiting in us",
+        )
+        # Held in the region's queue, not assigned and not failed against the broken kind.
+        assert {current_run(client, str(t.id)).state for t in held} == {RunState.DELEGATED}
+        steady = client.submit("true", region="us", kind="steady")
+        assert final_run(client, str(steady.id)).state is RunState.SUCCEEDED
+        runs = [final_run(client, str(t.id)) for t in held]
+    assert {(run.state, run.attempt) for run in runs} == {(RunState.SUCCEEDED, 1)}
+    spans = sorted((run.started_at, run.finished_at) for run in runs)
+    trial_end = spans[0][1]
+    assert trial_end is not None
+    # Half-open let exactly one run through; the others started once that trial succeeded.
+    assert all(start is not None and start >= trial_end for start, _ in spans[1:])
+    eventually(
+        lambda: (k := kind_breaker(cluster, "us", "flaky")) and k["state"] == "closed",
+        what="the flaky kind breaker closed",
+    )
+
+
+def test_frozen_region_opens_its_breaker_prefer_spills_strict_waits_then_runs_home(
+    cluster: RunningCluster,
+) -> None:
+    def submit(*args: str) -> str:
+        argv = [sys.executable, "-m", "taskmesh", "submit", "--master", cluster.master]
+        done = subprocess.run(
+            [*argv, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    eu = cluster.region_pid("eu")
+    os.kill(eu, signal.SIGSTOP)
+    try:
+        strict = submit("--command", "true", "--region", "eu")
+        prefer = submit("--command", "true", "--region", "eu", "--placement", "prefer")
+        eventually(
+            lambda: rest_regions(cluster)["eu"]["breaker"]["state"] == "open",
+            what="eu's breaker open in GET /v1/cluster",
+        )
+        status = grpc_regions(cluster)["eu"].breaker_status
+        assert status.state == cluster_pb2.BREAKER_STATE_OPEN
+        assert status.failures >= 2
+        assert status.HasField("opened_at")
+        with cluster.client() as client:
+            spilled = final_run(client, prefer)
+            assert (spilled.state, spilled.region) == (RunState.SUCCEEDED, "us")
+            assert current_run(client, strict).state is RunState.PENDING
+        regions = rest_regions(cluster)
+        assert regions["eu"]["fallbacks"] == ["us"]
+        assert regions["eu"]["spillover"]["out"] >= 1
+        assert regions["us"]["spillover"]["in"] >= 1
+    finally:
+        os.kill(eu, signal.SIGCONT)
+    with cluster.client() as client:
+        home = final_run(client, strict)
+    assert (home.state, home.region) == (RunState.SUCCEEDED, "eu")
+    eventually(
+        lambda: rest_regions(cluster)["eu"]["breaker"]["state"] == "closed",
+        what="eu's breaker closed again",
+    )
