@@ -245,6 +245,8 @@ INVALID_TASKS: list[tuple[Any, str]] = [
     ({"command": "x", "schedule": {"at": {"at": "soon"}}}, "schedule"),
     ({"command": "x", "timeout": "-5s"}, "timeout"),
     ({"command": "x", "executor": "teleport"}, "executor"),
+    ({"command": "x", "placement": "prefer"}, "placement"),
+    ({"command": "x", "region": "eu", "placement": "anywhere"}, "placement"),
     ({"command": "x", "colour": "blue"}, "colour"),
     ({"command": "x", "dependencies": [UNKNOWN_ID]}, "dependencies"),
     ([{"command": "x"}], "body"),
@@ -262,6 +264,19 @@ async def test_v1_submit_refuses_invalid_tasks_naming_the_field(
     assert error["field"] == field, error
     assert error["message"]
     assert await ledger.list_tasks() == []
+
+
+async def test_v1_placement_defaults_to_strict_and_takes_prefer(
+    http: aiohttp.ClientSession,
+) -> None:
+    """No placement: strict; ``"prefer"`` (short or long enum name) is kept."""
+    placements = []
+    for extra in ({}, {"placement": "prefer"}, {"placement": "PLACEMENT_PREFER"}):
+        body = {"command": "true", "region": "eu", **extra}
+        async with http.post("/v1/tasks", json=body) as response:
+            assert response.status == 201
+            placements.append((await response.json())["task"]["spec"]["placement"])
+    assert placements == ["PLACEMENT_STRICT", "PLACEMENT_PREFER", "PLACEMENT_PREFER"]
 
 
 async def test_v1_submit_get_list_priority_cancel(http: aiohttp.ClientSession) -> None:

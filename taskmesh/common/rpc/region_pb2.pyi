@@ -240,7 +240,9 @@ Global___DelegateRequest: _TypeAlias = DelegateRequest  # noqa: Y015
 
 @_typing.final
 class RefusedRun(_message.Message):
-    """One run a region did not take; the master puts it back to PENDING."""
+    """One run a region did not take; the master puts it back to PENDING, parked with a backoff
+    when refused for good (INVALID, UNSUPPORTED).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
