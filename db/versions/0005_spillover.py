@@ -1,7 +1,7 @@
 """Spillover: placement defaults to strict, and runs remember the region they spilled from.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-23
 
 A task's runs stay in its region unless it asks for ``prefer``. An attempt delegated to a
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -35,7 +35,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to 0003."""
+    """Back to 0004."""
     op.drop_index("ix_runs_spilled", table_name="runs")
     op.drop_column("runs", "spilled_from")
     op.alter_column("tasks", "placement", server_default=sa.text("'prefer'::text"))
