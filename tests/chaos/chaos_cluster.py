@@ -52,7 +52,11 @@ def chaos_topology(database_url: str, workers: int, slots: int) -> dict[str, Any
             "shutdown_timeout": "5s",
             "breaker": {"fail_max": 5, "reset_timeout": "1s"},
         },
-        "regions": [{"name": "eu", **region}, {"name": "us", **region}],
+        # Each region falls back on the other: a dead region's ``prefer`` runs move over.
+        "regions": [
+            {"name": "eu", "fallbacks": ["us"], **region},
+            {"name": "us", "fallbacks": ["eu"], **region},
+        ],
     }
 
 

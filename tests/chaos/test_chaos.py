@@ -52,7 +52,7 @@ class Scenario:
         *,
         seconds: float,
         region: str | None = None,
-        placement: Placement = Placement.PREFER,
+        placement: Placement | None = None,
     ) -> None:
         """Submit ``count`` one-shot tasks that sleep, then record their execution.
 
@@ -94,10 +94,13 @@ class Scenario:
 
 
 def _spec(
-    command: str, token: str, region: str | None, placement: Placement
+    command: str, token: str, region: str | None, placement: Placement | None
 ) -> scheduler_pb2.WorkflowTask:
     """One workflow task running ``command``, named (and locally named) ``token``."""
-    spec = TaskSpec(name=token, command=command, region=region, placement=placement)
+    # A task with a region may spill to its fallbacks unless told otherwise; without one, any
+    # region takes it (``prefer`` names a region to prefer, so it needs one).
+    chosen = placement or (Placement.PREFER if region else Placement.STRICT)
+    spec = TaskSpec(name=token, command=command, region=region, placement=chosen)
     return scheduler_pb2.WorkflowTask(local_name=token, spec=task_spec_to_proto(spec))
 
 

@@ -103,7 +103,7 @@ async def test_readyz_shows_an_open_breaker_and_names_the_phase_while_draining(
         regions["eu"].fail_with = None
         regions["eu"].delay = 3.0  # the round in flight holds the drain open
         calls = regions["eu"].incoming
-        master.master.regions.get("eu").breaker.close()
+        master.master.regions.get("eu").breaker.circuit.close()
         await submit(ledger, 1, region="eu", placement=Placement.STRICT)
         await eventually(lambda: regions["eu"].incoming > calls)  # a Delegate is in flight
         master.master.stop()
