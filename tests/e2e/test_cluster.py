@@ -375,8 +375,12 @@ def current_run(client: Client, task_id: str) -> Run:
 
 
 def test_worker_breakers_are_reported_closed(cluster: RunningCluster) -> None:
-    workers = [w for region in rest_regions(cluster).values() for w in region["workers"]]
-    assert len(workers) == 4
+    def all_four() -> list[dict[str, Any]] | None:
+        found = [w for region in rest_regions(cluster).values() for w in region["workers"]]
+        return found if len(found) == 4 else None
+
+    # An earlier test of the module stops and resumes a worker: wait until all four are back.
+    workers = eventually(all_four, what="all four workers registered")
     assert {w["breaker"]["state"] for w in workers} == {"closed"}
     assert {w["breaker"]["opened_at"] for w in workers} == {None}
     described = grpc_regions(cluster)["us"].workers[0].breaker_status
