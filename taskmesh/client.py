@@ -9,7 +9,9 @@
 
 Every failure is a ``taskmesh.common.errors.TaskmeshError``: ``ValidationError`` (with the
 offending ``field``), ``NotFoundError``, ``ConflictError``, ``OverloadedError`` (with
-``retry_after``), ``UnavailableError`` when the master cannot be reached.
+``retry_after``), ``UnavailableError`` when the master cannot be reached,
+``UnauthenticatedError`` when the master requires a token (``Client(address, token=...)``)
+and none or a wrong one was given, ``TooLargeError`` for a request over the message limit.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Self, TypeVar
 from uuid import UUID
 
 import grpc
+from google.protobuf.message import Message
 
 from taskmesh.common import model
-from taskmesh.common.errors import UnavailableError, ValidationError
+from taskmesh.common.errors import TooLargeError, UnavailableError, ValidationError
 from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.cluster import region_from_proto
+from taskmesh.common.rpc.limits import MAX_MESSAGE_BYTES, message_size_options
 from taskmesh.common.rpc.runs import run_event_from_proto, run_from_proto
 from taskmesh.common.rpc.status import error_from_rpc
 from taskmesh.common.rpc.tasks import (
@@ -39,7 +43,7 @@ from taskmesh.common.rpc.tasks import (
 )
 from taskmesh.common.rpc.values import RUN_STATES
 
-_Request = TypeVar("_Request")
+_Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response")
 
 
@@ -105,10 +109,12 @@ class EventWatch:
 class Client:
     """A synchronous client of the master's ``Scheduler`` service."""
 
-    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 10.0, token: str | None = None) -> None:
+        """A client of the master at ``address``; ``token`` is sent as a bearer token."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+        self._channel = grpc.insecure_channel(address, options=message_size_options())
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
 
     def __enter__(self) -> Self:
@@ -273,7 +279,7 @@ class Client:
         master's keep-alive. Closing the generator (or the client) ends the stream.
         """
         request = (events or EventWatch()).request()
-        call = self._stub.WatchEvents(request)
+        call = self._stub.WatchEvents(request, metadata=self._metadata)
         try:
             for response in call:
                 yield [run_event_from_proto(event) for event in response.events]
@@ -306,8 +312,13 @@ class Client:
     def _call(
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
     ) -> _Response:
+        size = request.ByteSize()
+        if size > MAX_MESSAGE_BYTES:
+            raise TooLargeError(
+                "request", f"is {size} bytes; the master accepts at most {MAX_MESSAGE_BYTES}"
+            )
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         except ValueError as error:  # a closed channel

@@ -5,6 +5,10 @@ workers. Every daemon prints one ``READY key=host:port ...`` line on stdout once
 supervisor reads the bound addresses from it, so topology ports of 0 work. A child that dies is
 restarted with backoff on the same addresses. SIGINT/SIGTERM stop workers, master and regions
 in that order, each gracefully within a bound.
+
+Workers never get database credentials: they read a copy of the topology without
+``ledger.url`` (``worker-topology.yaml`` beside the logs) and an environment without
+``TASKMESH_DATABASE_URL`` or libpq's ``PG*`` variables.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +29,13 @@ from typing import Any
 from taskmesh.common.errors import TaskmeshError
 from taskmesh.common.readiness import READY_PREFIX, parse_ready_line
 from taskmesh.common.retry_policies import restart_delay
-from taskmesh.common.topology import Topology
+from taskmesh.common.topology import DATABASE_URL_VARIABLE, Topology, dump_topology
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 40.0
+WORKER_TOPOLOGY = "worker-topology.yaml"
 
 
 class ChildFailedError(TaskmeshError):
@@ -45,6 +50,7 @@ class Child:
     tier: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None  # None: the supervisor's own environment
     addresses: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
@@ -58,6 +64,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children
+            env=self.env,
         )
         ready: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
         self._pump = asyncio.create_task(self._copy_output(ready), name=f"output-{self.name}")
@@ -147,6 +154,7 @@ class LocalCluster:
     async def start(self) -> None:
         """Start regions, master and workers; raise (after stopping what started) on failure."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._write_worker_topology()
         try:
             await asyncio.gather(*(self._start_region(r.name) for r in self.topology.regions))
             self.master = self._master_child()
@@ -243,7 +251,7 @@ class LocalCluster:
 
     def _worker_child(self, region: str, index: int) -> Child:
         name = f"worker-{region}-{index + 1}"
-        return self._child(
+        child = self._child(
             name=name,
             tier="worker",
             args=[
@@ -255,12 +263,34 @@ class LocalCluster:
                 "--region-address",
                 self.regions[region].addresses["grpc"],
             ],
+            topology=self.log_dir / WORKER_TOPOLOGY,
         )
+        child.env = without_database_credentials(os.environ)
+        return child
 
-    def _child(self, name: str, tier: str, args: Sequence[str]) -> Child:
-        argv = [sys.executable, "-m", "taskmesh", *args, "--topology", str(self.topology_path)]
+    def _write_worker_topology(self) -> None:
+        """The topology workers read: every key but the ledger URL, readable by us only."""
+        path = self.log_dir / WORKER_TOPOLOGY
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dump_topology(self.topology))
+
+    def _child(
+        self, name: str, tier: str, args: Sequence[str], topology: Path | None = None
+    ) -> Child:
+        path = topology or self.topology_path
+        argv = [sys.executable, "-m", "taskmesh", *args, "--topology", str(path)]
         argv += ["--log-format", self.log_format]
         return Child(name, tier, argv, self.log_dir / f"{name}.log")
+
+
+def without_database_credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the ledger URL and libpq's connection variables (``PG*``)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name != DATABASE_URL_VARIABLE and not name.startswith("PG")
+    }
 
 
 def write_state_file(path: Path, state: dict[str, Any]) -> None:

@@ -9,9 +9,8 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from taskmesh.cli.shared import add_master_options, master_address
+from taskmesh.cli.shared import add_master_options, master_client
 from taskmesh.cli.tasks import format_table
-from taskmesh.client import Client
 from taskmesh.common import model
 from taskmesh.common.command_line import EXIT_OK
 
@@ -41,7 +40,7 @@ def add_schedule_commands(commands: Subcommands) -> None:
 
 def change_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Pause or resume one schedule (``args.pause`` says which)."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         task = client.pause(args.task_id) if args.pause else client.resume(args.task_id)
     print(f"{'paused' if args.pause else 'resumed'} {task.id} ({task.spec.name})")
     return EXIT_OK
@@ -49,7 +48,7 @@ def change_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def show_schedule(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print every recurring task with its next fire times."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         found = client.schedules(next_fires=args.next)
     if args.json:
         print(json.dumps([schedule_json(item) for item in found], indent=2))

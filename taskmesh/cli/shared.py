@@ -11,10 +11,13 @@ from taskmesh.common.embedded_postgres import process_alive
 from taskmesh.common.errors import TaskmeshError
 
 if TYPE_CHECKING:
+    from taskmesh.client import Client
+
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 STATE_FILE_VARIABLE = "TASKMESH_STATE_FILE"
 MASTER_VARIABLE = "TASKMESH_MASTER"
+TOKEN_FILE_VARIABLE = "TASKMESH_TOKEN_FILE"
 
 
 def default_state_file(env: Mapping[str, str]) -> Path:
@@ -34,6 +37,35 @@ def add_master_options(parser: argparse.ArgumentParser) -> None:
         "a running `taskmesh up`)",
     )
     parser.add_argument("--state-file", type=Path, help="state file written by `taskmesh up`")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file holding the master's bearer token (default: ${TOKEN_FILE_VARIABLE})",
+    )
+
+
+def master_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The bearer token: the first non-comment line of --token-file or $TASKMESH_TOKEN_FILE."""
+    path = args.token_file or (
+        Path(env[TOKEN_FILE_VARIABLE]) if env.get(TOKEN_FILE_VARIABLE) else None
+    )
+    if path is None:
+        return None
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise TaskmeshError(f"--token-file: cannot read {path}: {error}") from None
+    tokens = [line for line in lines if line and not line.startswith("#")]
+    if not tokens:
+        raise TaskmeshError(f"--token-file: {path} holds no token")
+    return tokens[0]
+
+
+def master_client(args: argparse.Namespace, env: Mapping[str, str]) -> Client:
+    """A client of the master the options name, sending the token they give (if any)."""
+    from taskmesh.client import Client as MasterClient  # noqa: PLC0415 - grpc is slow to import
+
+    return MasterClient(master_address(args, env), token=master_token(args, env))
 
 
 def read_state(path: Path) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from taskmesh.cli.shared import add_master_options, master_address
-from taskmesh.client import Client, TaskInfo
+from taskmesh.cli.shared import add_master_options, master_client
+from taskmesh.client import TaskInfo
 from taskmesh.common import model
 from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.errors import ValidationError
@@ -98,7 +98,7 @@ def _add_submit(commands: Subcommands) -> None:
 
 def submit_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Submit one task and print its id (or, with --wait, its final status)."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         task = client.submit(
             args.command,
             name=args.name,
@@ -127,7 +127,7 @@ def submit_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def show_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print one task's latest run: state, timestamps, exit code."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         info = client.get(args.task_id)
     print(json.dumps(status_json(info), indent=2) if args.json else format_status(info))
     return EXIT_OK
@@ -136,7 +136,7 @@ def show_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def list_tasks(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print a table of recent tasks."""
     states = [model.RunState(args.state)] if args.state else []
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         statuses = client.list(states=states, region=args.region, limit=args.limit)
     rows = [_list_row(status) for status in statuses]
     print(format_table(["TASK ID", "NAME", "STATE", "REGION", "WORKER", "PRIO", "DUE"], rows))
@@ -145,7 +145,7 @@ def list_tasks(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def show_logs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the output tail of the task's latest run."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         run = client.get(args.task_id).latest_run
     print(run.output_tail if run else "", end="")
     return EXIT_OK
@@ -153,7 +153,7 @@ def show_logs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cancel_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Cancel a task's unfinished runs."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         cancelled = client.cancel(args.task_id)
     print(f"cancelled {len(cancelled)} run(s)")
     return EXIT_OK
@@ -161,7 +161,7 @@ def cancel_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def set_priority(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Give a task and its unfinished runs a new priority."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         changed = client.set_priority(args.task_id, args.priority)
     print(f"priority {args.priority} for {len(changed)} unfinished run(s)")
     return EXIT_OK

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING
 
-from taskmesh.cli.shared import add_master_options, master_address
-from taskmesh.client import Client, EventWatch
+from taskmesh.cli.shared import add_master_options, master_client
+from taskmesh.client import EventWatch
 from taskmesh.common import model
 from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.errors import ValidationError
@@ -61,7 +61,7 @@ def watch_events(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         after_id=args.after_id,
     )
     render = event_json if args.json else format_event
-    with Client(master_address(args, env)) as client, closing(client.watch(watch)) as batches:
+    with master_client(args, env) as client, closing(client.watch(watch)) as batches:
         for event in _limited(_flatten(batches), args.count):
             print(render(event), flush=True)
     return EXIT_OK

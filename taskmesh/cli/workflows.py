@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from taskmesh.cli.shared import add_master_options, master_address
-from taskmesh.client import Client
+from taskmesh.cli.shared import add_master_options, master_client
 from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.errors import TaskmeshError, ValidationError
 from taskmesh.common.model import WorkflowTask
@@ -58,7 +57,7 @@ def submit_workflow(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Submit a workflow file; print the workflow id and each task's id by local name."""
     path: Path = args.file
     name, tasks = read_workflow(path)
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         try:
             submitted = client.submit_workflow(tasks, name or path.stem)
         except ValidationError as error:

@@ -31,6 +31,14 @@ class ValidationError(TaskmeshError):
         super().__init__(f"{field}: {message}")
 
 
+class TooLargeError(ValidationError):
+    """A request, or one of its fields, is over its size limit: ``field`` names which."""
+
+
+class UnauthenticatedError(TaskmeshError):
+    """The caller presented no valid bearer token for an API that requires one."""
+
+
 class NotFoundError(TaskmeshError):
     """The named task, run, region or worker does not exist."""
 

@@ -24,11 +24,14 @@ from taskmesh.common.errors import UnavailableError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.probes import Probes, Readiness
 from taskmesh.common.rpc import scheduler_pb2_grpc
+from taskmesh.common.rpc.limits import message_size_options
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, Topology
+from taskmesh.master.auth import ClientAuth
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.dispatcher import Dispatcher
 from taskmesh.master.due_listener import DueListener
+from taskmesh.master.grpc_auth import BearerAuthInterceptor
 from taskmesh.master.health import Health, readiness
 from taskmesh.master.materialiser import Materialiser
 from taskmesh.master.metrics import MasterMetrics
@@ -42,7 +45,7 @@ from taskmesh.master.task_api import TaskApi
 log = logging.getLogger(__name__)
 
 # gRPC enables SO_REUSEPORT by default: two masters could then share a port without an error.
-GRPC_OPTIONS = (("grpc.so_reuseport", 0),)
+GRPC_OPTIONS = (("grpc.so_reuseport", 0), *message_size_options())
 SERVER_GRACE_SECONDS = 5.0  # at most this long for RPCs in flight once the duties stopped
 
 
@@ -81,6 +84,7 @@ class Master:
         self._shutdown_timeout = config.shutdown_timeout.total_seconds()
         self._stopping = stopping or asyncio.Event()
         self.health = Health()
+        self.auth = ClientAuth.from_file(config.auth.tokens_file)
         self.regions = RegionClients.for_topology(topology, region_addresses or {}, self.master_id)
         self.metrics = MasterMetrics(ledger, self.regions)
         self.api = TaskApi(ledger, self.regions, topology, clock=clock)
@@ -174,7 +178,9 @@ class Master:
 
     async def _start_grpc(self) -> int:
         """Bind and start the gRPC server; returns its port."""
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(
+            options=GRPC_OPTIONS, interceptors=[BearerAuthInterceptor(self.auth)]
+        )
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(self._scheduler, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         try:
@@ -188,7 +194,7 @@ class Master:
     async def _start_http(self) -> int:
         """Bind and start the HTTP server; returns its port."""
         probes = Probes(self._readiness, self.metrics.registry, self.metrics.refresh)
-        app = RestApi(self.api, probes).application()
+        app = RestApi(self.api, probes, self.auth).application()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._http_runner = runner

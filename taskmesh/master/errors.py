@@ -19,6 +19,8 @@ from taskmesh.common.errors import (
     NotSupportedError,
     OverloadedError,
     TaskmeshError,
+    TooLargeError,
+    UnauthenticatedError,
     UnavailableError,
     ValidationError,
 )
@@ -36,7 +38,9 @@ __all__ = [
 
 
 _HTTP_STATUSES: tuple[tuple[type[TaskmeshError], int], ...] = (
+    (TooLargeError, 413),  # before ValidationError, which it refines
     (ValidationError, 400),
+    (UnauthenticatedError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
     (OverloadedError, 429),
@@ -86,4 +90,6 @@ def http_headers(error: TaskmeshError) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(error.retry_after)))}
     if isinstance(error, UnavailableError):
         return {"Retry-After": "1"}
+    if isinstance(error, UnauthenticatedError):
+        return {"WWW-Authenticate": 'Bearer realm="taskmesh"'}
     return {}

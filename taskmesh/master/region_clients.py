@@ -25,7 +25,9 @@ from taskmesh.common.errors import NotFoundError
 from taskmesh.common.model import ClaimedRun
 from taskmesh.common.retry_policies import delegation_retrying
 from taskmesh.common.rpc import cluster_pb2, region_pb2, region_pb2_grpc
+from taskmesh.common.rpc.limits import message_size_options
 from taskmesh.common.rpc.runs import claimed_run_to_proto
+from taskmesh.common.rpc.tls import aio_channel
 from taskmesh.common.topology import MasterConfig, Topology
 
 R = TypeVar("R")
@@ -79,7 +81,7 @@ class RegionClient:
         self._master_id = master_id
         self._heard_at = -math.inf  # monotonic time of the last answer or failure
         self._trial = asyncio.Lock()
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = aio_channel(address, config.tls, message_size_options())
         self._stub = region_pb2_grpc.RegionStub(self._channel)
 
     @property

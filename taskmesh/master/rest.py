@@ -13,12 +13,15 @@ from uuid import UUID
 
 from aiohttp import web
 
-from taskmesh.common.errors import NotFoundError, TaskmeshError, ValidationError
+from taskmesh.common.errors import NotFoundError, TaskmeshError, TooLargeError, ValidationError
 from taskmesh.common.model import RunState, TaskFilter
 from taskmesh.common.probes import Probes
+from taskmesh.common.rpc.limits import MAX_MESSAGE_BYTES
+from taskmesh.master.auth import ClientAuth, EventTickets
 from taskmesh.master.classic_api import ClassicApi
 from taskmesh.master.dashboard import Dashboard
 from taskmesh.master.errors import http_body, http_headers, http_status
+from taskmesh.master.http_auth import EventSession, bearer_auth
 from taskmesh.master.task_api import TaskApi
 from taskmesh.master.task_json import (
     run_json,
@@ -33,6 +36,8 @@ from taskmesh.master.workflow_routes import WorkflowRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTO_STATE_PREFIX = "RUN_STATE_"
+# One bound for a request body and a gRPC message: the same submission fits either way.
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 
 
 @web.middleware
@@ -49,15 +54,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 class RestApi:
     """The HTTP routes over a ``TaskApi``."""
 
-    def __init__(self, api: TaskApi, probes: Probes) -> None:
-        """Serve ``api`` and the operator's ``probes`` (``/healthz``, ``/readyz``, ``/metrics``)."""
+    def __init__(self, api: TaskApi, probes: Probes, auth: ClientAuth | None = None) -> None:
+        """Serve ``api`` and the operator's ``probes`` (``/healthz``, ``/readyz``, ``/metrics``).
+
+        With ``auth`` enabled every route but the probes and the static page needs a token.
+        """
         self._api = api
         self._probes = probes
+        self._auth = auth or ClientAuth(None)
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(middlewares=[json_errors])
+        tickets = EventTickets()
+        app = web.Application(
+            middlewares=[json_errors, bearer_auth(self._auth, tickets)],
+            client_max_size=MAX_BODY_BYTES,
+        )
         router = app.router
+        EventSession(tickets).add_routes(router)
         router.add_post("/v1/tasks", self.submit)
         router.add_post("/v1/workflows", self.submit_workflow)
         router.add_get("/v1/tasks", self.list_tasks)
@@ -172,7 +186,14 @@ class RestApi:
 
 async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, object]:
     """The request's JSON object; an empty body is ``{}`` unless ``required``."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        size = request.content_length
+        got = f"{size} bytes" if size is not None else "more"
+        raise TooLargeError(
+            "body", f"must be at most {MAX_BODY_BYTES} bytes, got {got}; split the request"
+        ) from None
     if not raw.strip() and not required:
         return {}
     try:

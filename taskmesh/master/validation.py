@@ -40,6 +40,8 @@ MAX_LABELS = 64
 MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 1_024
 MAX_ARGS = 1_024
+MAX_ARGS_CHARACTERS = 65_536  # all arguments together, like the command
+MAX_DEPENDENCIES = 1_000
 MAX_ATTEMPTS = 100
 RETRYABLE_STATES = frozenset({RunState.FAILED, RunState.TIMED_OUT, RunState.LOST})
 
@@ -56,7 +58,16 @@ def validated_spec(spec: TaskSpec, topology: Topology) -> TaskSpec:
     _check_positive(spec.schedule_to_start_timeout, "schedule_to_start_timeout")
     _check_retry(spec.retry)
     _check_labels(spec.labels)
+    check_dependency_count(len(spec.dependencies), "dependencies")
     return spec
+
+
+def check_dependency_count(count: int, field: str) -> None:
+    """At most ``MAX_DEPENDENCIES`` dependencies on one task."""
+    if count > MAX_DEPENDENCIES:
+        raise ValidationError(
+            field, f"at most {MAX_DEPENDENCIES} dependencies per task, got {count}"
+        )
 
 
 def default_name(command: str) -> str:
@@ -140,6 +151,11 @@ def _check_execution(spec: TaskSpec) -> None:
         raise ValidationError("args", "only the exec executor takes arguments")
     if len(spec.args) > MAX_ARGS:
         raise ValidationError("args", f"at most {MAX_ARGS} arguments, got {len(spec.args)}")
+    characters = sum(len(argument) for argument in spec.args)
+    if characters > MAX_ARGS_CHARACTERS:
+        raise ValidationError(
+            "args", f"must be at most {MAX_ARGS_CHARACTERS} characters in all, got {characters}"
+        )
     check_priority(spec.priority)
 
 

@@ -14,7 +14,7 @@ from taskmesh.common.errors import ValidationError
 from taskmesh.common.model import WorkflowTask
 from taskmesh.common.task_graph import find_cycle
 from taskmesh.common.topology import Topology
-from taskmesh.master.validation import MAX_NAME, validated_spec
+from taskmesh.master.validation import MAX_NAME, check_dependency_count, validated_spec
 
 MAX_WORKFLOW_TASKS = 10_000
 
@@ -50,6 +50,7 @@ def _check_depends_on(items: Sequence[WorkflowTask]) -> None:
     """Each dependency a local name of this request, listed once."""
     names = {item.local_name for item in items}
     for index, item in enumerate(items):
+        check_dependency_count(len(item.depends_on), f"tasks[{index}].depends_on")
         seen: set[str] = set()
         for number, dependency in enumerate(item.depends_on):
             field = f"tasks[{index}].depends_on[{number}]"

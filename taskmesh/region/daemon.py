@@ -24,6 +24,8 @@ from taskmesh.common.model import RegionState
 from taskmesh.common.probes import Probes, ProbeServer, Readiness
 from taskmesh.common.retry_policies import ledger_retrying
 from taskmesh.common.rpc import region_pb2_grpc
+from taskmesh.common.rpc.limits import message_size_options
+from taskmesh.common.rpc.tls import add_port
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address, RegionConfig
 from taskmesh.region.assigner import Assigner
@@ -234,7 +236,7 @@ class RegionDaemon:
         heartbeat: Heartbeat,
     ) -> grpc.aio.Server:
         """The gRPC server with the Region, WorkerLink and health services."""
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=message_size_options())
         describe = lambda: region_status(runtime, heartbeat.heartbeat_at)  # noqa: E731
         region_pb2_grpc.add_RegionServicer_to_server(RegionService(runtime, describe), server)
         region_pb2_grpc.add_WorkerLinkServicer_to_server(
@@ -245,7 +247,7 @@ class RegionDaemon:
 
     async def _start_grpc(self, server: grpc.aio.Server, runtime: RegionRuntime) -> Address:
         """Bind and start the gRPC server; returns (and advertises) the bound address."""
-        port = server.add_insecure_port(str(self._grpc_address))
+        port = add_port(server, str(self._grpc_address), self.config.tls)
         bound = self._grpc_address.with_port(port)
         runtime.address = str(advertised(bound))
         await server.start()

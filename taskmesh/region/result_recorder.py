@@ -4,7 +4,9 @@ A result is acked only once the ledger took it or refused it for good (stale epo
 recorded, illegal), never before: until then the worker keeps it in its outbox. A run a worker
 gave back without starting it (a FAILED result with no ``started_at``: no free slot, draining)
 did not execute; it goes back to the queue, up to ``MAX_BOUNCES`` times, after which the
-failure is recorded so a run no worker will start cannot circulate forever.
+failure is recorded so a run no worker will start cannot circulate forever. A run the worker's
+executor policy refused (``refused_by_policy``) is recorded failed at once: the pool shares one
+policy, so no other worker would run it either.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class ResultRecorder:
             return []
         held = self._runtime.held_by(worker.id, run_id, epoch)
         executed = result.HasField("started_at") or (held is not None and held.started)
-        if held is not None and self._bounce(worker, held, state, executed):
+        bounces = not result.refused_by_policy
+        if held is not None and bounces and self._bounce(worker, held, state, executed):
             return []
         if held is not None:
             self._release(worker, held, state, executed)

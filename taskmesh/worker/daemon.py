@@ -54,6 +54,8 @@ class Worker:
             on_finish=self._finished,
             output_limit=settings.output_limit,
             guard=self.guard,
+            env=settings.command_env,
+            run_as=settings.run_as,
         )
         self.foreman = Foreman(
             settings,
@@ -68,6 +70,7 @@ class Worker:
             self.outbox,
             heartbeat_interval=settings.heartbeat_interval,
             backoff=backoff,
+            tls=settings.tls,
         )
         self.metrics = WorkerMetrics(settings.worker_id, self._figures)
         self._http = ProbeServer(settings.http, Probes(self._readiness, self.metrics.registry))

@@ -42,12 +42,14 @@ async def serve_worker(
     on_ready: Callable[[Worker], None] | None = None,
     handle_signals: bool = True,
     watchdog: WatchdogConfig | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Run one worker of ``region`` until SIGTERM/SIGINT, then drain and return.
 
     Arguments given override the topology. ``on_ready`` gets the worker once its HTTP endpoint
     is bound (``worker.http_address``); without ``handle_signals`` the caller stops it with
-    ``worker.stop()``. ``watchdog``: systemd's, when it runs us.
+    ``worker.stop()``. ``watchdog``: systemd's, when it runs us. ``environ`` is where the
+    policy's ``env`` allow-list takes values from (none given: the allow-list passes nothing).
     """
     settings = WorkerSettings.from_topology(
         topology,
@@ -57,6 +59,7 @@ async def serve_worker(
         region_address=region_address,
         http=http_address,
         grpc=grpc_address,
+        environ=environ or {},
     )
     # Imported here: aiohttp and grpc cost ~0.5 s, which `taskmesh --help` should not pay.
     from taskmesh.worker.daemon import Worker  # noqa: PLC0415
@@ -127,6 +130,7 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             grpc_address=args.grpc_address,
             on_ready=lambda worker: announce(worker, env),
             watchdog=watchdog_config(env),
+            environ=env,
         )
     )
     return 0

@@ -3,7 +3,12 @@
 Commands run under ``/bin/sh -c`` (``shell``) or as an argv without a shell (``exec``), each in a
 new session so a timeout or a cancel can kill the whole process group, children included.
 Output (stdout and stderr interleaved) is kept as a bounded tail: a chatty command never grows
-the worker's memory.
+the worker's memory, and a cut tail starts with a line saying how many bytes were dropped.
+The environment is the execution's ``env`` when set (the pool's allow-list), else the worker's
+own. ``run_as`` switches user and groups through util-linux's ``setpriv`` placed before the
+command, not through ``subprocess``'s ``user=``/``group=``: those make Python ``fork()`` instead
+of ``vfork()``, and a fork of a process with gRPC threads runs gRPC's fork handlers, which can
+abort the child (observed: commands killed by SIGABRT).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from taskmesh.common.model import Executor, RunState
+from taskmesh.common.topology.config import DEFAULT_OUTPUT_LIMIT
 
-DEFAULT_OUTPUT_LIMIT = 64 * 1024
 KILL_GRACE = timedelta(seconds=2)
 _READ_CHUNK = 16 * 1024
 
@@ -32,7 +37,22 @@ class Execution:
     command: str
     args: tuple[str, ...] = ()
     timeout: timedelta | None = None
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] | None = None  # None: the worker's own environment
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The user (and its primary group) a command runs as; no supplementary groups."""
+
+    user: str
+    uid: int
+    gid: int
+    setpriv: str = "/usr/bin/setpriv"
+
+    def launcher(self) -> tuple[str, ...]:
+        """The argv prefix that switches to this user before executing the command."""
+        ids = (f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups")
+        return (self.setpriv, *ids, "--")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +85,12 @@ class OutputTail:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._buffer = bytearray()
-        self.truncated = False
+        self.dropped = 0  # bytes that fell off the front
+
+    @property
+    def truncated(self) -> bool:
+        """True once some output was dropped."""
+        return self.dropped > 0
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk``, dropping the oldest bytes past the limit."""
@@ -73,11 +98,21 @@ class OutputTail:
         overflow = len(self._buffer) - self._limit
         if overflow > 0:
             del self._buffer[:overflow]
-            self.truncated = True
+            self.dropped += overflow
 
     def text(self) -> str:
         """The tail decoded as UTF-8 (a character cut at the front is replaced)."""
         return self._buffer.decode("utf-8", errors="replace")
+
+    def report(self) -> str:
+        """The tail, after a marker line when output was dropped."""
+        if not self.truncated:
+            return self.text()
+        marker = (
+            f"[taskmesh: output truncated, {self.dropped} earlier bytes dropped; "
+            f"the worker keeps the last {self._limit} bytes]\n"
+        )
+        return marker + self.text()
 
 
 async def execute(
@@ -86,6 +121,7 @@ async def execute(
     *,
     on_start: Callable[[datetime], None] | None = None,
     guard: GroupGuard | None = None,
+    run_as: RunAs | None = None,
 ) -> Outcome:
     """Run ``execution`` to its end, its timeout, or the caller's cancellation.
 
@@ -101,7 +137,7 @@ async def execute(
         started.notify()
         return Outcome(RunState.SUCCEEDED, started_at, _now(), exit_code=0)
     try:
-        process = await _start(execution, started)
+        process = await _start(execution, started, run_as)
     except OSError as exc:
         return Outcome(RunState.FAILED, started_at, _now(), error=f"cannot start command: {exc}")
     if guard is not None:
@@ -137,7 +173,7 @@ async def _supervise(
             RunState.TIMED_OUT,
             started_at,
             _now(),
-            output_tail=tail.text(),
+            output_tail=tail.report(),
             error=f"timed out after {execution.timeout}; process group killed",
         )
     except asyncio.CancelledError:
@@ -149,11 +185,11 @@ async def _supervise(
 def _finished(exit_code: int, started_at: datetime, tail: OutputTail) -> Outcome:
     """The outcome of a process that exited by itself."""
     if exit_code == 0:
-        return Outcome(RunState.SUCCEEDED, started_at, _now(), 0, tail.text())
+        return Outcome(RunState.SUCCEEDED, started_at, _now(), 0, tail.report())
     error = f"exited with status {exit_code}"
     if exit_code < 0:
         error = f"killed by signal {signal.Signals(-exit_code).name}"
-    return Outcome(RunState.FAILED, started_at, _now(), exit_code, tail.text(), error)
+    return Outcome(RunState.FAILED, started_at, _now(), exit_code, tail.report(), error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +205,9 @@ class _StartListener:
             self.on_start(self.started_at)
 
 
-async def _start(execution: Execution, started: _StartListener) -> asyncio.subprocess.Process:
+async def _start(
+    execution: Execution, started: _StartListener, run_as: RunAs | None
+) -> asyncio.subprocess.Process:
     """Spawn the command; a cancel during the spawn kills the new process group, then re-raises.
 
     Cancelled inside ``create_subprocess_exec``, asyncio kills only the leader and then waits
@@ -177,7 +215,7 @@ async def _start(execution: Execution, started: _StartListener) -> asyncio.subpr
     and the cancel would hang until it exits. A process that existed, however briefly, is
     reported as started either way.
     """
-    spawning = asyncio.ensure_future(_spawn(execution))
+    spawning = asyncio.ensure_future(_spawn(execution, run_as))
     try:
         process = await asyncio.shield(spawning)
     except asyncio.CancelledError:
@@ -191,18 +229,20 @@ async def _start(execution: Execution, started: _StartListener) -> asyncio.subpr
     return process
 
 
-async def _spawn(execution: Execution) -> asyncio.subprocess.Process:
-    """Start the command in a new session (its own process group)."""
+async def _spawn(execution: Execution, run_as: RunAs | None) -> asyncio.subprocess.Process:
+    """Start the command in a new session (its own process group), as ``run_as`` if given."""
     argv = (execution.command, *execution.args)
     if execution.executor is Executor.SHELL:
         argv = ("/bin/sh", "-c", execution.command)
+    if run_as is not None:
+        argv = (*run_as.launcher(), *argv)
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        env=dict(execution.env) if execution.env else None,
+        env=None if execution.env is None else dict(execution.env),
     )
 
 

@@ -5,7 +5,8 @@ is doing (``heartbeat``), starts assignments in free slots, stops cancelled and 
 and drops acknowledged results from the outbox. Rules the region can rely on:
 
 * An assignment never waits: it starts at once in a free slot, or ends at once with a FAILED
-  result with no ``started_at`` (no free slot, draining, or undecodable) — never dropped.
+  result with no ``started_at`` (no free slot, draining, or undecodable) — never dropped. One
+  the pool's executor policy refuses is marked ``refused_by_policy`` so it is not requeued.
 * An assignment for an attempt already held (running, or its result unacked) is ignored; one
   under an older epoch than an attempt held here is ignored (fencing); one under a newer epoch
   stops the older attempt without a result, then starts like any other.
@@ -147,7 +148,10 @@ class Foreman:
             return
         if not self._supersede(assignment):
             return
-        if self.draining:
+        refusal = self._settings.policy.refusal(assignment.execution)
+        if refusal is not None:
+            self._refuse(key, assignment.task_id, refusal, by_policy=True)
+        elif self.draining:
             self._refuse(key, assignment.task_id, f"worker {self._settings.worker_id} is draining")
         elif self._slots.free < 1:
             self._refuse(key, assignment.task_id, self._no_slot(batch, free))
@@ -176,12 +180,15 @@ class Foreman:
             f"of {batch} runs with {free} of {self._slots.total} slots free"
         )
 
-    def _refuse(self, key: RunKey, task_id: str, why: str) -> None:
+    def _refuse(self, key: RunKey, task_id: str, why: str, *, by_policy: bool = False) -> None:
         """End an assignment that never started with a FAILED result."""
         error = f"not started: {why}"
         fields = run_fields(key.run_id, task_id, epoch=key.epoch)
         logger.warning("run %s of task %s: %s", key, task_id, error, extra=fields)
-        self.record(Result(key, task_id, RunState.FAILED, datetime.now(UTC), error=error))
+        now = datetime.now(UTC)
+        self.record(
+            Result(key, task_id, RunState.FAILED, now, error=error, refused_by_policy=by_policy)
+        )
 
     def _cancel(self, refs: Iterable[region_pb2.RunRef], reason: str) -> None:
         """Stop the named runs; each reports CANCELLED with ``reason`` as its error."""

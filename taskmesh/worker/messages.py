@@ -77,6 +77,7 @@ class Result:
     exit_code: int | None = None
     output_tail: str = ""
     error: str = ""
+    refused_by_policy: bool = False  # the pool's policy refused it: never to be requeued
 
     def to_proto(self) -> region_pb2.RunResult:
         """The RunResult message of this result."""
@@ -88,6 +89,7 @@ class Result:
             error=self.error,
             started_at=timestamp(self.started_at),
             finished_at=timestamp(self.finished_at),
+            refused_by_policy=self.refused_by_policy,
         )
 
 

@@ -26,6 +26,9 @@ import grpc
 
 from taskmesh.common.retry_policies import Backoff, reconnect_backoff
 from taskmesh.common.rpc import region_pb2, region_pb2_grpc
+from taskmesh.common.rpc.limits import message_size_options
+from taskmesh.common.rpc.tls import aio_channel
+from taskmesh.common.topology import TlsConfig
 from taskmesh.worker.messages import (
     RunKey,
     draining_message,
@@ -80,8 +83,10 @@ class RegionLink:
         heartbeat_interval: timedelta,
         backoff: Backoff | None = None,
         welcome_timeout: timedelta = timedelta(seconds=10),
+        tls: TlsConfig | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._handler = handler
         self._outbox = outbox
         self._default_interval = heartbeat_interval.total_seconds()
@@ -132,7 +137,7 @@ class RegionLink:
 
     async def _connect(self) -> None:
         """One stream, from ``register`` to its end."""
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with aio_channel(self.address, self._tls, message_size_options()) as channel:
             call = region_pb2_grpc.WorkerLinkStub(channel).Connect()
             self._started.clear()
             self._outbox.resend_all()

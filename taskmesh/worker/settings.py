@@ -11,8 +11,10 @@ from types import MappingProxyType
 
 from taskmesh.common.errors import ConfigError
 from taskmesh.common.model import Executor
-from taskmesh.common.topology import Address, Topology
-from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT
+from taskmesh.common.topology import Address, ExecutorPolicy, TlsConfig, Topology
+from taskmesh.common.topology.config import DEFAULT_OUTPUT_LIMIT
+from taskmesh.worker.executor import RunAs
+from taskmesh.worker.policy import CommandPolicy, command_environment, resolve_run_as
 
 
 def default_worker_id() -> str:
@@ -36,6 +38,12 @@ class WorkerSettings:
     shutdown_timeout: timedelta = timedelta(seconds=30)  # for running commands to finish
     flush_timeout: timedelta = timedelta(seconds=5)  # then for the region to ack the results
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    tls: TlsConfig | None = None  # client certificate for the region's mutual TLS
+    policy: CommandPolicy = field(
+        default_factory=lambda: CommandPolicy.of(ExecutorPolicy(), "workers.policy")
+    )
+    command_env: tuple[tuple[str, str], ...] | None = None  # None: commands get the worker's env
+    run_as: RunAs | None = None
 
     @classmethod
     def from_topology(
@@ -48,8 +56,13 @@ class WorkerSettings:
         region_address: Address | None = None,
         http: Address | None = None,
         grpc: Address | None = None,
+        environ: Mapping[str, str] = MappingProxyType({}),
     ) -> WorkerSettings:
-        """The settings of a worker of ``region``; each given argument overrides the topology."""
+        """The settings of a worker of ``region``; each given argument overrides the topology.
+
+        ``environ`` is the worker's environment, from which the policy's ``env`` allow-list
+        picks what commands get.
+        """
         config = topology.region(region)
         pool = config.workers
         address = region_address or config.grpc
@@ -61,6 +74,7 @@ class WorkerSettings:
                 ],
                 topology.source,
             )
+        rules = f"regions.{region}.workers.policy"
         if slots is not None and slots < 1:
             raise ConfigError([f"--slots: expected a positive number, got {slots}"])
         return cls(
@@ -73,4 +87,9 @@ class WorkerSettings:
             http=http or pool.http,
             grpc=grpc or Address("127.0.0.1", 0),
             shutdown_timeout=pool.shutdown_timeout,
+            output_limit=pool.policy.output_limit,
+            tls=pool.tls,
+            policy=CommandPolicy.of(pool.policy, rules),
+            command_env=command_environment(pool.policy, environ),
+            run_as=resolve_run_as(pool.policy, rules),
         )

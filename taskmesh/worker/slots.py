@@ -12,14 +12,15 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import assert_never
 
 from taskmesh.common.daemon_logging import log_context
 from taskmesh.common.model import RunState
-from taskmesh.worker.executor import DEFAULT_OUTPUT_LIMIT, GroupGuard, Outcome, execute
+from taskmesh.common.topology.config import DEFAULT_OUTPUT_LIMIT
+from taskmesh.worker.executor import GroupGuard, Outcome, RunAs, execute
 from taskmesh.worker.messages import Assignment, Result, RunKey
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ class SlotPool:
         on_finish: FinishListener,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         guard: GroupGuard | None = None,
+        env: tuple[tuple[str, str], ...] | None = None,
+        run_as: RunAs | None = None,
     ) -> None:
+        """``env`` (None: the worker's own) and ``run_as`` apply to every command."""
         if total < 1:
             raise ValueError(f"a worker needs at least one slot, got {total}")
         self.total = total
@@ -74,6 +78,8 @@ class SlotPool:
         self._on_finish = on_finish
         self._output_limit = output_limit
         self._guard = guard
+        self._env = env
+        self._run_as = run_as
         self._slots: dict[RunKey, _Slot] = {}
         self._group: asyncio.TaskGroup | None = None
         self._idle = asyncio.Event()
@@ -175,10 +181,11 @@ class SlotPool:
             return _stopped(slot)
         try:
             outcome = await execute(
-                assignment.execution,
+                replace(assignment.execution, env=self._env),
                 self._output_limit,
                 on_start=lambda at: self._started(slot, at),
                 guard=self._guard,
+                run_as=self._run_as,
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()

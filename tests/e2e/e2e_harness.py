@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,8 @@ class RunningCluster:
     def rest(self) -> str:
         return str(self.state["master"]["rest"])
 
-    def client(self) -> Client:
-        return Client(self.master)
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.master, token=token)
 
     def worker_pid(self, worker_id: str) -> int:
         return int(self.state["workers"][worker_id]["pid"])
@@ -90,26 +90,29 @@ def running_cluster(
     database_admin: Any,
     template_database: str,
     topology_of: Callable[[str], dict[str, Any]] = e2e_topology,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningCluster]:
     """`taskmesh up` of ``topology_of(database_url)`` on a fresh ledger; SIGTERM at the end.
 
-    Modules that need another shape of cluster override ``cluster`` with their own topology.
+    Modules that need another shape of cluster override ``cluster`` with their own topology;
+    ``extra_env`` adds variables to the supervisor's environment.
     """
     with database_admin.fresh_database(template_database) as database_url:
         topology = base / "topology.yaml"
         topology.write_text(yaml.safe_dump(topology_of(database_url)))
-        running = _start(base, topology)
+        running = _start(base, topology, extra_env or {})
         try:
             yield running
         finally:
             _stop(running)
 
 
-def _start(base: Path, topology: Path) -> RunningCluster:
+def _start(base: Path, topology: Path, extra_env: Mapping[str, str]) -> RunningCluster:
     state_file, log_dir = base / "cluster.json", base / "logs"
     argv = [sys.executable, "-m", "taskmesh", "up", "--topology", str(topology)]
     argv += ["--state-file", str(state_file), "--log-dir", str(log_dir)]
     env = {k: v for k, v in os.environ.items() if k != "TASKMESH_DATABASE_URL"}
+    env.update(extra_env)
     output = (base / "up.log").open("wb")
     process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env)
     running = RunningCluster(state_file, log_dir, process)
@@ -134,3 +137,30 @@ def _stop(running: RunningCluster) -> None:
             process.kill()
             process.wait()
             pytest.fail(f"taskmesh up did not stop within {STOP_TIMEOUT}s:\n{running.logs()}")
+
+
+def make_certificates(directory: Path, name: str) -> dict[str, str]:
+    """A fresh CA and one certificate it signs (for 127.0.0.1 and localhost, server and client
+    use), made with the ``openssl`` command; returns the topology's ``tls`` mapping."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / f"{name}-ca.pem", directory / f"{name}-ca.key"
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    request, extensions = directory / f"{name}.csr", directory / f"{name}.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "basicConstraints=critical,CA:FALSE\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ca_extensions = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"]
+    commands = [
+        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2"],
+        ["openssl", "req", *ec, "-keyout", key, "-out", request, "-subj", f"/CN={name} node"],
+        ["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-days", "2"],
+    ]
+    commands[0] += ["-subj", f"/CN={name} test CA"]
+    commands[0] += [part for extension in ca_extensions for part in ("-addext", extension)]
+    commands[2] += ["-CAcreateserial", "-out", cert, "-extfile", extensions]
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return {"ca": str(ca), "cert": str(cert), "key": str(key)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from taskmesh.common.model import Executor, RunState
-from taskmesh.worker.executor import Execution, OutputTail, execute
+from taskmesh.worker.executor import Execution, OutputTail, RunAs, execute
 
 
 def shell(command: str, timeout: float | None = None) -> Execution:
@@ -70,11 +72,48 @@ async def test_noop_succeeds_without_a_process() -> None:
     assert outcome.exit_code == 0
 
 
-async def test_output_tail_is_bounded_to_the_last_bytes() -> None:
+async def test_output_tail_is_bounded_to_the_last_bytes_and_marked() -> None:
     outcome = await execute(shell("seq 1 100000"), output_limit=20)
     assert outcome.state is RunState.SUCCEEDED
-    assert len(outcome.output_tail.encode()) == 20
-    assert outcome.output_tail.endswith("99999\n100000\n")
+    marker, tail = outcome.output_tail.split("\n", 1)
+    total = sum(len(f"{n}\n") for n in range(1, 100001))
+    assert marker == (
+        f"[taskmesh: output truncated, {total - 20} earlier bytes dropped; "
+        "the worker keeps the last 20 bytes]"
+    )
+    assert len(tail.encode()) == 20
+    assert tail.endswith("99999\n100000\n")
+
+
+async def test_output_under_the_limit_has_no_marker() -> None:
+    outcome = await execute(shell("echo short"), output_limit=20)
+    assert outcome.output_tail == "short\n"
+
+
+async def test_an_empty_env_passes_no_variables() -> None:
+    execution = Execution(Executor.EXEC, "/usr/bin/env", env=())
+    outcome = await execute(execution)
+    assert outcome.state is RunState.SUCCEEDED
+    assert outcome.output_tail == ""
+
+
+async def test_env_passes_exactly_the_given_variables() -> None:
+    execution = Execution(Executor.EXEC, "/usr/bin/env", env=(("ONLY", "this"),))
+    outcome = await execute(execution)
+    assert outcome.output_tail == "ONLY=this\n"
+
+
+async def test_run_as_switches_user_and_groups() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this machine runs the suite as root (MACHINE-NOTES); run_as needs it")
+    nobody = pwd.getpwnam("nobody")
+    run_as = RunAs("nobody", nobody.pw_uid, nobody.pw_gid)
+    outcome = await execute(Execution(Executor.SHELL, "id -u; id -g; id -G"), run_as=run_as)
+    assert outcome.output_tail.splitlines() == [
+        str(nobody.pw_uid),
+        str(nobody.pw_gid),
+        str(nobody.pw_gid),
+    ]
 
 
 def test_output_tail_keeps_the_newest_bytes() -> None:

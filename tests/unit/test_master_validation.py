@@ -19,9 +19,11 @@ from taskmesh.common.model import (
     RetryPolicy,
     RunState,
     TaskSpec,
+    WorkflowTask,
 )
 from taskmesh.common.topology import RegionConfig, Topology
 from taskmesh.master.validation import default_name, validated_spec
+from taskmesh.master.workflow_validation import validated_workflow
 
 TOPOLOGY = Topology(regions=(RegionConfig("eu"), RegionConfig("us")))
 VALID = TaskSpec(name="job", command="echo hi")
@@ -47,6 +49,8 @@ def check(**changes: Any) -> TaskSpec:
         ({"kind": ""}, "kind"),
         ({"args": ("a",)}, "args"),
         ({"executor": Executor.EXEC, "args": ("a",) * 2000}, "args"),
+        ({"executor": Executor.EXEC, "args": ("a" * 40_000,) * 2}, "args"),
+        ({"dependencies": tuple(uuid4() for _ in range(1001))}, "dependencies"),
         ({"schedule": AtSchedule(datetime(2030, 1, 1))}, "schedule.at.at"),
         ({"schedule": CronSchedule("every minute")}, "schedule.cron.expression"),
         ({"schedule": CronSchedule("0 0 30 2 *")}, "schedule.cron.expression"),
@@ -110,3 +114,20 @@ def test_an_empty_name_defaults_to_the_commands_first_word() -> None:
     """As the Python client names tasks."""
     assert check(name="", command="  backup.sh --all").name == "backup.sh"
     assert default_name("") == ""
+
+
+def test_a_workflow_task_with_too_many_dependencies_is_named() -> None:
+    names = [f"t{i}" for i in range(1002)]
+    items = [WorkflowTask(name, VALID) for name in names[:-1]]
+    items.append(WorkflowTask(names[-1], VALID, depends_on=tuple(names[:-1])))
+    with pytest.raises(ValidationError) as caught:
+        validated_workflow(items, TOPOLOGY)
+    assert caught.value.field == "tasks[1001].depends_on"
+    assert "at most 1000 dependencies per task, got 1001" in caught.value.message
+
+
+def test_a_workflow_over_the_task_limit_is_refused() -> None:
+    items = [WorkflowTask(f"t{i}", VALID) for i in range(10_001)]
+    with pytest.raises(ValidationError) as caught:
+        validated_workflow(items, TOPOLOGY)
+    assert caught.value.field == "tasks"

@@ -35,7 +35,7 @@ EXAMPLE = Path(__file__).parents[2] / "config" / "topology.yaml"
 URL = "postgresql://taskmesh:s3cret@db.example:5432/taskmesh"
 MASTER_KEYS = (
     "grpc, http, dispatch_interval, region_heartbeat_timeout, max_pending_runs, "
-    "shutdown_timeout, breaker, delegation_retry"
+    "shutdown_timeout, breaker, delegation_retry, auth, tls"
 )
 DURATION_FORMS = '"250ms", "2s", "5m", "1h" or a number of seconds'
 REGION_NAME_RULE = 'letters, digits, "-", "_" and "."; at most 63 characters'

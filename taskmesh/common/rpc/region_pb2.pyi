@@ -653,6 +653,7 @@ class RunResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    REFUSED_BY_POLICY_FIELD_NUMBER: _builtins.int
     state: _run_pb2.RunState.ValueType
     """Terminal state: SUCCEEDED, FAILED, TIMED_OUT or CANCELLED."""
     exit_code: _builtins.int
@@ -661,6 +662,10 @@ class RunResult(_message.Message):
     """Bounded tail of the process's combined stdout/stderr (UTF-8)."""
     error: _builtins.str
     """Human-readable reason of a failure; empty on success."""
+    refused_by_policy: _builtins.bool
+    """The worker's executor policy refused the run: it never started and never will on a worker
+    of this pool, so the region records the failure instead of requeueing the run.
+    """
     @_builtins.property
     def run(self) -> Global___RunRef:
         """The run and the epoch it was assigned under."""
@@ -683,10 +688,11 @@ class RunResult(_message.Message):
         error: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        refused_by_policy: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "finished_at", b"finished_at", "run", b"run", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "output_tail", b"output_tail", "run", b"run", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "output_tail", b"output_tail", "refused_by_policy", b"refused_by_policy", "run", b"run", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

@@ -19,6 +19,7 @@ from taskmesh.common.errors import (
     NotSupportedError,
     OverloadedError,
     TaskmeshError,
+    UnauthenticatedError,
     UnavailableError,
     ValidationError,
 )
@@ -34,6 +35,7 @@ _CODES: tuple[tuple[type[TaskmeshError], grpc.StatusCode], ...] = (
     (NotSupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (LedgerUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
 )
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 

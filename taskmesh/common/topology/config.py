@@ -15,8 +15,11 @@ from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
 from taskmesh.common.errors import NotFoundError
+from taskmesh.common.model import Executor
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output a worker keeps (the tail)
+MAX_OUTPUT_LIMIT = 512 * 1024  # results travel in gRPC messages; keep tails well below them
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,38 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Mutual TLS of one daemon: the CA its peers' certificates must chain to, its own pair."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Bearer-token authentication of the master's client API (gRPC and REST)."""
+
+    tokens_file: Path | None = None  # one token per line, ``#`` comments; None: auth off
+
+    @property
+    def enabled(self) -> bool:
+        """True when clients must present a token."""
+        return self.tokens_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorPolicy:
+    """What the workers of one pool agree to run, as whom, with which environment."""
+
+    executors: tuple[Executor, ...] = tuple(Executor)  # executors a run may use
+    commands: tuple[str, ...] = ()  # regexes, one must match the whole command; () allows any
+    run_as: str | None = None  # user to run commands as (the worker must be root to switch)
+    env: tuple[str, ...] | None = None  # variables passed on; None passes the worker's whole env
+    output_limit: int = DEFAULT_OUTPUT_LIMIT  # bytes of output kept; older bytes are dropped
+
+
+@dataclass(frozen=True, slots=True)
 class MasterConfig:
     """The master daemon: its listeners, dispatch loop, admission control and region guards."""
 
@@ -101,6 +136,8 @@ class MasterConfig:
     shutdown_timeout: timedelta = timedelta(seconds=30)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)  # one per region
     delegation_retry: RetryConfig = field(default_factory=RetryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig | None = None  # the client certificate the master dials regions with
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +162,8 @@ class WorkerPoolConfig:
     heartbeat_interval: timedelta = timedelta(seconds=1)
     http: Address = field(default_factory=_loopback)  # worker i listens on port + i
     shutdown_timeout: timedelta = timedelta(seconds=30)
+    tls: TlsConfig | None = None  # the client certificate workers dial their region with
+    policy: ExecutorPolicy = field(default_factory=ExecutorPolicy)
 
     def http_address(self, index: int) -> Address:
         """The HTTP address of worker ``index`` (0-based) of this pool."""
@@ -177,6 +216,7 @@ class RegionConfig:
     breakers: RegionBreakers = field(default_factory=RegionBreakers)
     workers: WorkerPoolConfig = field(default_factory=WorkerPoolConfig)
     autoscaling: AutoscalingConfig | None = None  # None: the pool is sized by hand
+    tls: TlsConfig | None = None  # when set, the gRPC listener requires client certificates
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from taskmesh.common.topology.config import (
     WorkerPoolConfig,
 )
 from taskmesh.common.topology.schema import (
+    AuthFile,
     BreakerFile,
     LedgerFile,
     MasterFile,
@@ -37,6 +38,7 @@ from taskmesh.common.topology.schema import (
     WorkersFile,
 )
 from taskmesh.common.topology.sections import Section, join
+from taskmesh.common.topology.security import read_auth, read_policy, read_tls
 
 DATABASE_URL_VARIABLE = "TASKMESH_DATABASE_URL"
 
@@ -71,8 +73,8 @@ def read_topology(
     )
     ledger = _read_ledger(root.section("ledger", LedgerFile), environ, base_dir)
     master_section = root.section("master", MasterFile)
-    master = _read_master(master_section)
-    regions = _read_regions(root, master_section, master)
+    master = _read_master(master_section, base_dir)
+    regions = _read_regions(root, master_section, master, base_dir)
     check_addresses_unique(master, regions, problems)
     return Topology(regions=tuple(region for _, region in regions), master=master, ledger=ledger)
 
@@ -119,7 +121,7 @@ def _read_retry(section: Section) -> RetryConfig:
     return retry
 
 
-def _read_master(section: Section) -> MasterConfig:
+def _read_master(section: Section, base_dir: Path | None) -> MasterConfig:
     default = MasterConfig()
     duration = values.positive_duration
     return MasterConfig(
@@ -135,11 +137,13 @@ def _read_master(section: Section) -> MasterConfig:
         shutdown_timeout=section.value("shutdown_timeout", duration, default.shutdown_timeout),
         breaker=_read_breaker(section.section("breaker", BreakerFile), default.breaker),
         delegation_retry=_read_retry(section.section("delegation_retry", RetryFile)),
+        auth=read_auth(section.section("auth", AuthFile), base_dir),
+        tls=read_tls(section, base_dir),
     )
 
 
 def _read_regions(
-    root: Section, master_section: Section, master: MasterConfig
+    root: Section, master_section: Section, master: MasterConfig, base_dir: Path | None
 ) -> list[tuple[str, RegionConfig]]:
     """The valid regions with their key paths; fallbacks are checked once all names are known."""
     entries = root.items("regions")
@@ -150,7 +154,7 @@ def _read_regions(
     first_index: dict[str, int] = {}
     for index, (path, raw) in enumerate(entries):
         section = Section.open(raw, path, RegionFile, root.problems, "a mapping such as {name: eu}")
-        region, region_fallbacks = _read_region(section, master_section, master)
+        region, region_fallbacks = _read_region(section, master_section, master, base_dir)
         if region is None:
             continue
         if region.name in first_index:
@@ -166,7 +170,7 @@ def _read_regions(
 
 
 def _read_region(
-    section: Section, master_section: Section, master: MasterConfig
+    section: Section, master_section: Section, master: MasterConfig, base_dir: Path | None
 ) -> tuple[RegionConfig | None, list[tuple[str, str]]]:
     """The region (None if it has no valid name) and its fallbacks with their key paths."""
     if "name" not in section.values:
@@ -196,8 +200,9 @@ def _read_region(
         shutdown_timeout=section.value("shutdown_timeout", duration, default.shutdown_timeout),
         fallbacks=tuple(fallback for _, fallback in fallbacks),
         breakers=_read_region_breakers(section.section("breakers", RegionBreakersFile)),
-        workers=_read_workers(workers_section),
+        workers=_read_workers(workers_section, base_dir),
         autoscaling=read_autoscaling(section),
+        tls=read_tls(section, base_dir),
     )
     check_order(
         DurationField(section, "heartbeat_interval", region.heartbeat_interval),
@@ -228,7 +233,7 @@ def _read_region_breakers(section: Section) -> RegionBreakers:
     )
 
 
-def _read_workers(section: Section) -> WorkerPoolConfig:
+def _read_workers(section: Section, base_dir: Path | None) -> WorkerPoolConfig:
     default = WorkerPoolConfig()
     duration = values.positive_duration
     workers = WorkerPoolConfig(
@@ -240,6 +245,8 @@ def _read_workers(section: Section) -> WorkerPoolConfig:
         ),
         http=section.value("http", values.address, default.http),
         shutdown_timeout=section.value("shutdown_timeout", duration, default.shutdown_timeout),
+        tls=read_tls(section, base_dir),
+        policy=read_policy(section),
     )
     last_port = workers.http.port + workers.count - 1
     if not workers.http.picks_free_port and last_port > 65535 and section.ok("http", "count"):

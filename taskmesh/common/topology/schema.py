@@ -34,6 +34,30 @@ class LedgerFile(TypedDict, total=False):
     data_dir: str | None
 
 
+class TlsFile(TypedDict, total=False):
+    """``{ca: ca.pem, cert: node.pem, key: node.key}``; paths relative to the topology file."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+class AuthFile(TypedDict, total=False):
+    """The master's ``auth`` section."""
+
+    tokens_file: str | None
+
+
+class PolicyFile(TypedDict, total=False):
+    """A worker pool's ``policy`` section."""
+
+    executors: list[str]
+    commands: list[str]
+    run_as: str | None
+    env: list[str] | None
+    output_limit: int
+
+
 class MasterFile(TypedDict, total=False):
     """The ``master`` section."""
 
@@ -45,6 +69,8 @@ class MasterFile(TypedDict, total=False):
     shutdown_timeout: Duration
     breaker: BreakerFile
     delegation_retry: RetryFile
+    auth: AuthFile
+    tls: TlsFile | None
 
 
 class RegionBreakersFile(TypedDict, total=False):
@@ -63,6 +89,8 @@ class WorkersFile(TypedDict, total=False):
     heartbeat_interval: Duration
     http: str
     shutdown_timeout: Duration
+    tls: TlsFile | None
+    policy: PolicyFile
 
 
 class AutoscalingFile(TypedDict, total=False):
@@ -93,6 +121,7 @@ class RegionFile(TypedDict, total=False):
     breakers: RegionBreakersFile
     workers: WorkersFile
     autoscaling: AutoscalingFile
+    tls: TlsFile | None
 
 
 class TopologyFile(TypedDict, total=False):

@@ -8,22 +8,28 @@ import shlex
 import yaml
 
 from taskmesh.common.topology.config import (
+    AuthConfig,
     AutoscalingConfig,
     BreakerConfig,
+    ExecutorPolicy,
     LedgerConfig,
     MasterConfig,
     RegionConfig,
     RetryConfig,
+    TlsConfig,
     Topology,
     WorkerPoolConfig,
 )
 from taskmesh.common.topology.schema import (
+    AuthFile,
     AutoscalingFile,
     BreakerFile,
     LedgerFile,
     MasterFile,
+    PolicyFile,
     RegionFile,
     RetryFile,
+    TlsFile,
     TopologyFile,
     WorkersFile,
 )
@@ -81,6 +87,28 @@ def _master(master: MasterConfig) -> MasterFile:
         "shutdown_timeout": format_duration(master.shutdown_timeout),
         "breaker": _breaker(master.breaker),
         "delegation_retry": _retry(master.delegation_retry),
+        "auth": _auth(master.auth),
+        "tls": _tls(master.tls),
+    }
+
+
+def _auth(auth: AuthConfig) -> AuthFile:
+    return {"tokens_file": None if auth.tokens_file is None else str(auth.tokens_file)}
+
+
+def _tls(tls: TlsConfig | None) -> TlsFile | None:
+    if tls is None:
+        return None
+    return {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)}
+
+
+def _policy(policy: ExecutorPolicy) -> PolicyFile:
+    return {
+        "executors": [executor.value for executor in policy.executors],
+        "commands": list(policy.commands),
+        "run_as": policy.run_as,
+        "env": None if policy.env is None else list(policy.env),
+        "output_limit": policy.output_limit,
     }
 
 
@@ -92,6 +120,8 @@ def _workers(workers: WorkerPoolConfig) -> WorkersFile:
         "heartbeat_interval": format_duration(workers.heartbeat_interval),
         "http": str(workers.http),
         "shutdown_timeout": format_duration(workers.shutdown_timeout),
+        "tls": _tls(workers.tls),
+        "policy": _policy(workers.policy),
     }
 
 
@@ -124,6 +154,7 @@ def _region(region: RegionConfig) -> RegionFile:
             "kind": _breaker(region.breakers.kind),
         },
         "workers": _workers(region.workers),
+        "tls": _tls(region.tls),
     }
     if region.autoscaling is not None:
         written["autoscaling"] = _autoscaling(region.autoscaling)

@@ -15,9 +15,30 @@ export function shortEnum(value, prefix) {
   return value.startsWith(prefix) ? value.slice(prefix.length).toLowerCase() : value;
 }
 
+// A master with auth on wants "Authorization: Bearer <token>". The token the operator typed into
+// the login form lives in sessionStorage: this tab only, gone when the tab closes.
+const TOKEN_KEY = "taskmesh.token";
+
+export const storedToken = () => sessionStorage.getItem(TOKEN_KEY);
+export const storeToken = (token) => sessionStorage.setItem(TOKEN_KEY, token);
+export const forgetToken = () => sessionStorage.removeItem(TOKEN_KEY);
+
+/** Raised for a 401: the page shows its login form. */
+export class Unauthenticated extends Error {}
+
+function authHeaders() {
+  const token = storedToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 async function request(path, options = {}) {
-  const response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  const headers = { Accept: "application/json", ...authHeaders(), ...(options.headers ?? {}) };
+  const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    window.dispatchEvent(new CustomEvent("taskmesh:unauthenticated"));
+    throw new Unauthenticated(body.error?.message ?? "a token is required");
+  }
   if (!response.ok) {
     const message = body.error?.message ?? response.statusText;
     throw new Error(`${response.status}: ${message}`);
@@ -65,3 +86,6 @@ export const fetchTask = (taskId) =>
 
 export const cancelTask = (taskId) =>
   post(`v1/tasks/${encodeURIComponent(taskId)}/cancel`, { reason: "cancelled from the dashboard" });
+
+/** Trade the bearer token for the short-lived cookie that opens the event stream. */
+export const openEventSession = () => request("v1/session", { method: "POST" });

@@ -1,6 +1,8 @@
 // Wires the dashboard together: initial loads, live events, periodic refresh as a fallback,
 // the runs filters and pages, and the workflow view (#workflow=<id> in the address).
-import { RUN_STATES, fetchActivity, fetchCluster, fetchTasks } from "./api.js";
+import {
+  RUN_STATES, fetchActivity, fetchCluster, fetchTasks, forgetToken, storeToken,
+} from "./api.js";
 import { renderCharts } from "./charts.js";
 import { DetailPanel } from "./detail.js";
 import { el, formatInstant } from "./dom.js";
@@ -131,16 +133,40 @@ function turnPage(older) {
   loadRuns();
 }
 
+// A 401 from any call: show the login form; a submitted token is stored and the page restarts.
+const login = $("#login");
+let following = null;
+window.addEventListener("taskmesh:unauthenticated", () => {
+  if (!login.hidden) return;
+  forgetToken();
+  following?.();
+  following = null;
+  login.hidden = false;
+  $("#login-error").textContent = "";
+  login.elements.token.focus();
+});
+login.addEventListener("submit", (event) => {
+  event.preventDefault();
+  storeToken(login.elements.token.value.trim());
+  login.reset();
+  login.hidden = true;
+  following = followEvents(onEvents, showStatus);
+  loadOverview();
+  loadRuns();
+});
+
+function showStatus(status) {
+  liveStatus.dataset.live = status;
+  liveStatus.textContent = status;
+}
+
 function start() {
   for (const state of RUN_STATES) filters.elements.state.append(el("option", {}, state));
   filters.addEventListener("input", debounced(() => { pageTokens = [""]; loadRuns(); }, 250));
   filters.addEventListener("submit", (event) => event.preventDefault());
   $("#page-older").addEventListener("click", () => turnPage(true));
   $("#page-newer").addEventListener("click", () => turnPage(false));
-  followEvents(onEvents, (status) => {
-    liveStatus.dataset.live = status;
-    liveStatus.textContent = status;
-  });
+  following = followEvents(onEvents, showStatus);
   const linked = /^#workflow=([0-9a-f-]+)$/i.exec(location.hash);
   if (linked) workflow.show(linked[1]);
   loadOverview();
