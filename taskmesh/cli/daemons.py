@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from taskmesh.cli.shared import add_master_options, master_address
+from taskmesh.cli.shared import add_master_options, master_client
 from taskmesh.common.command_line import EXIT_OK
 from taskmesh.common.topology import parse_duration
 from taskmesh.master.command import register_cli as register_master
@@ -44,9 +44,7 @@ def _add_worker_drain(worker: argparse.ArgumentParser) -> None:
 
 def drain_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Ask the worker to drain; print the region it is in."""
-    from taskmesh.client import Client  # noqa: PLC0415 - only this command pays for gRPC
-
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         region = client.drain_worker(args.worker_id, reason=args.reason, grace=args.grace)
     print(f"worker {args.worker_id} of region {region} is draining")
     return EXIT_OK

@@ -169,7 +169,7 @@ def set_priority(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def retry_task(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Give a task that ended without success one more attempt."""
-    with Client(master_address(args, env)) as client:
+    with master_client(args, env) as client:
         retried = client.retry(args.task_id)
     run = retried.run
     print(f"attempt {run.attempt} of task {retried.task_id} is {run.state} (run {run.id})")
