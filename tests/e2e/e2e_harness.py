@@ -48,6 +48,22 @@ class RunningCluster:
     def client(self, token: str | None = None) -> Client:
         return Client(self.master, token=token)
 
+    def cli(
+        self, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``taskmesh ARGS --master`` this cluster's master; ``check`` asserts exit 0."""
+        result = subprocess.run(
+            [sys.executable, "-m", "taskmesh", *args, "--master", self.master],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **env} if env else None,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
     def worker_pid(self, worker_id: str) -> int:
         return int(self.state["workers"][worker_id]["pid"])
 

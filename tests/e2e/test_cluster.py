@@ -176,15 +176,7 @@ def test_failing_command_ends_failed_and_is_not_rerun(cluster: RunningCluster) -
 
 def test_cli_submit_status_list_logs(cluster: RunningCluster) -> None:
     def taskmesh(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return cluster.cli(*args).stdout
 
     task_id = taskmesh("submit", "--name", "cli-hello", "--command", "echo hello cli").strip()
     with cluster.client() as client:
@@ -251,13 +243,7 @@ def test_cli_retry_reruns_a_failed_task_and_refuses_a_succeeded_one(
     cluster: RunningCluster,
 ) -> None:
     def taskmesh(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return cluster.cli(*args, check=False)
 
     with cluster.client() as client:
         # Fails on its first attempt, succeeds on the next: the marker file tells them apart.

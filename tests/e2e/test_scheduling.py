@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -77,16 +76,7 @@ def taskmesh(
     cluster: RunningCluster, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``taskmesh`` command against the cluster's master."""
-    result = subprocess.run(
-        [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+    return cluster.cli(*args, check=check)
 
 
 def rest(cluster: RunningCluster, method: str, path: str, body: object = None) -> Any:

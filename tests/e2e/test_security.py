@@ -10,9 +10,7 @@ the Python client, raw gRPC stubs, REST, the CLI and a real browser.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -181,14 +179,7 @@ def test_cli_reads_the_token_file_from_its_option_or_the_environment(
     cluster: RunningCluster, secrets: dict[str, Any]
 ) -> None:
     def taskmesh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "taskmesh", *args, "--master", cluster.master],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, **(env or {})},
-        )
+        return cluster.cli(*args, check=False, env=env)
 
     refused = taskmesh("list")
     assert refused.returncode == 1
