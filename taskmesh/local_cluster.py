@@ -230,8 +230,9 @@ class LocalCluster:
         child = self._child(
             name=f"region-{name}",
             tier="region",
-            args=["region", "--name", name, "--database-url", self.database_url],
+            args=["region", "--name", name],
         )
+        child.env = self._ledger_environment()
         self.regions[name] = child
         await child.start()
         # A restart must come back on the same addresses: the master and workers know them.
@@ -244,10 +245,16 @@ class LocalCluster:
 
     def _master_child(self) -> Child:
         routes = [f"{name}={child.addresses['grpc']}" for name, child in self.regions.items()]
-        args = ["master", "--database-url", self.database_url]
+        args = ["master"]
         for route in routes:
             args += ["--region", route]
-        return self._child(name="master", tier="master", args=args)
+        child = self._child(name="master", tier="master", args=args)
+        child.env = self._ledger_environment()
+        return child
+
+    def _ledger_environment(self) -> dict[str, str]:
+        """The environment of a tier that writes the ledger: its URL, out of ``ps`` listings."""
+        return {**os.environ, DATABASE_URL_VARIABLE: self.database_url}
 
     def _worker_child(self, region: str, index: int) -> Child:
         name = f"worker-{region}-{index + 1}"

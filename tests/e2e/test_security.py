@@ -351,3 +351,18 @@ def test_workers_get_no_database_url_or_password(
     # ... while the master did get them (the check above is not vacuous).
     master = Path(f"/proc/{cluster.state['master']['pid']}/environ").read_bytes().decode()
     assert f"PGPASSWORD={PG_PASSWORD}" in master
+
+
+def test_ledger_url_stays_out_of_process_listings(
+    cluster: RunningCluster, ledger_urls: list[str]
+) -> None:
+    """Master and regions get the ledger URL through their environment, never their argv."""
+    (database_url,) = ledger_urls
+    pids = {"master": int(cluster.state["master"]["pid"])}
+    pids |= {name: cluster.region_pid(name) for name in cluster.state["regions"]}
+    for name, pid in pids.items():
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert "--database-url" not in argv, name
+        assert "postgresql://" not in " ".join(argv), name
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+        assert f"TASKMESH_DATABASE_URL={database_url}" in environ, name
