@@ -92,15 +92,16 @@ export class RunsTable {
   }
 
   /**
-   * Apply a batch of run events to the rows they concern. Returns true when the batch names
-   * a task not on screen (a new submission), so the caller should reload the list.
+   * Apply a batch of run events to the rows they concern. Returns the events about tasks not
+   * on screen (a new submission, or a task outside this page), for the caller to decide whether
+   * the list must be reloaded.
    */
   applyEvents(events) {
-    let unknown = false;
+    const unknown = [];
     for (const event of events) {
       const row = this.rows.get(event.task_id);
       if (!row) {
-        unknown = true;
+        unknown.push(event);
         continue;
       }
       if (event.attempt < row.attempt) continue; // news about an older attempt
