@@ -98,6 +98,19 @@ def test_submitted_task_appears_live_and_succeeds(page: Page, cluster: RunningCl
     steps = detail.locator('.timeline li[data-reached="true"]')
     expect(steps).to_have_count(5, timeout=UI_TIMEOUT_MS)
     expect(page.locator("#cancel-task")).to_be_disabled()
+    # Every transition from the event log, oldest first, with where it happened.
+    transitions = detail.locator(".transitions li")
+    expect(transitions.last).to_have_attribute("data-to-state", "succeeded")
+    states = transitions.evaluate_all("items => items.map(item => item.dataset.toState)")
+    assert states[0] == "pending"
+    assert is_subsequence(["pending", "delegated", "assigned", "running", "succeeded"], states)
+    expect(transitions.last).to_contain_text("worker-")
+
+
+def is_subsequence(wanted: list[str], seen: list[str]) -> bool:
+    """Whether ``wanted`` occurs in ``seen`` in order (other items may come between)."""
+    rest = iter(seen)
+    return all(item in rest for item in wanted)
 
 
 def test_cancel_from_the_ui_cancels_a_running_task(page: Page, cluster: RunningCluster) -> None:
