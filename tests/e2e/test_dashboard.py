@@ -357,6 +357,32 @@ def test_runs_filters_by_kind_task_and_time_live_and_in_the_address(
     expect(rows.first).to_have_attribute("data-task-id", str(second.id))
 
 
+def test_runs_table_pages_through_a_filtered_view(page: Page, cluster: RunningCluster) -> None:
+    kind = f"ui-pages-{uuid.uuid4().hex[:8]}"
+    later = datetime.now(UTC) + timedelta(hours=1)  # due later: they wait in the ledger
+    with cluster.client() as client:
+        ids = [str(client.submit("true", kind=kind, at=later).id) for _ in range(53)]
+    page.goto(f"{cluster.rest}/?kind={kind}")
+    expect(page.locator("#live-status")).to_have_text("live", timeout=UI_TIMEOUT_MS)
+    rows = page.locator("#runs-table tbody tr[data-task-id]")
+    expect(rows).to_have_count(50, timeout=UI_TIMEOUT_MS)
+    expect(rows.first).to_have_attribute("data-task-id", ids[-1])  # newest first
+    older, newer = page.locator("#page-older"), page.locator("#page-newer")
+    expect(newer).to_be_disabled()
+    older.click()
+    expect(rows).to_have_count(3, timeout=UI_TIMEOUT_MS)
+    shown = rows.evaluate_all("items => items.map(item => item.dataset.taskId)")
+    assert shown == ids[2::-1]
+    expect(page.locator("#page-number")).to_have_text("page 2")
+    expect(older).to_be_disabled()
+    newer.click()
+    expect(rows).to_have_count(50, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#page-number")).to_have_text("page 1")
+    with cluster.client() as client:
+        client.cancel(ids[-1])  # a live change on page 1 shows without a reload
+    expect(rows.first).to_have_attribute("data-state", "cancelled", timeout=UI_TIMEOUT_MS)
+
+
 def save_screenshot(page: Page, request: pytest.FixtureRequest, moment: str) -> None:
     """A screenshot of this moment of the test: ``artifacts/screenshots/<test>-<moment>.png``."""
     shots = request.config.rootpath / "artifacts" / "screenshots"
