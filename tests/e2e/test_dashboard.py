@@ -116,16 +116,25 @@ def is_subsequence(wanted: list[str], seen: list[str]) -> bool:
 def test_cancel_from_the_ui_cancels_a_running_task(page: Page, cluster: RunningCluster) -> None:
     with cluster.client() as client:
         task = client.submit("sleep 60", name="dashboard-cancel")
+        from_row = client.submit("sleep 60", name="dashboard-cancel-row")
         wait_for_state(client, str(task.id), RunState.RUNNING)
+        wait_for_state(client, str(from_row.id), RunState.RUNNING)
         open_dashboard(page, cluster)
         page.locator(f'#runs-table tr[data-task-id="{task.id}"]').click()
-        cancel = page.locator("#cancel-task")
+        cancel = page.locator("#cancel-task")  # from the detail panel
         expect(cancel).to_be_enabled(timeout=UI_TIMEOUT_MS)
         cancel.click()
         wait_for_state(client, str(task.id), RunState.CANCELLED)
+        other = page.locator(f'#runs-table tr[data-task-id="{from_row.id}"]')
+        other.locator("button.cancel").click()  # from the runs table
+        wait_for_state(client, str(from_row.id), RunState.CANCELLED)
     row = page.locator(f'#runs-table tr[data-task-id="{task.id}"]')
     expect(row).to_have_attribute("data-state", "cancelled", timeout=UI_TIMEOUT_MS)
     expect(page.locator("#detail .state").first).to_have_text("cancelled", timeout=UI_TIMEOUT_MS)
+    expect(other).to_have_attribute("data-state", "cancelled", timeout=UI_TIMEOUT_MS)
+    expect(other.locator("button.cancel")).to_be_disabled()
+    expect(page.locator("#runs-notice")).to_contain_text(f"cancel of {str(from_row.id)[:8]}")
+    assert page.locator("#detail h2").inner_text() == "dashboard-cancel"  # no row selected
 
 
 def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 // The runs table: one row per task with its latest run, patched in place by live events, with
-// two actions per row: change the priority, and retry a task that ended without success.
-import { RETRYABLE_STATES, TERMINAL_STATES, retryTask, setPriority, shortEnum } from "./api.js";
+// three actions per row: change the priority, cancel an unfinished task, and retry a task that
+// ended without success.
+import {
+  RETRYABLE_STATES, TERMINAL_STATES, cancelTask, retryTask, setPriority, shortEnum,
+} from "./api.js";
 import { badge, el, formatInstant } from "./dom.js";
 
 /** A table row's model from a TaskStatus (GET /v1/tasks item). */
@@ -40,6 +43,8 @@ export class RunsTable {
     tbody.addEventListener("click", (event) => {
       const retry = event.target.closest("button.retry");
       if (retry) this.onRetry(retry.closest("tr").dataset.taskId, retry);
+      const cancel = event.target.closest("button.cancel");
+      if (cancel) this.onCancel(cancel.closest("tr").dataset.taskId, cancel);
     });
   }
 
@@ -68,6 +73,17 @@ export class RunsTable {
     } catch (error) {
       button.disabled = false;
       this.onNotice(`retry refused: ${error.message}`, true);
+    }
+  }
+
+  async onCancel(taskId, button) {
+    button.disabled = true;
+    try {
+      const answer = await cancelTask(taskId);
+      this.onNotice(`cancel of ${taskId.slice(0, 8)} sent for ${answer.cancelled_run_ids.length} run(s)`);
+    } catch (error) {
+      button.disabled = false;
+      this.onNotice(`cancel refused: ${error.message}`, true);
     }
   }
 
@@ -130,10 +146,15 @@ export class RunsTable {
       el("td", {}, formatInstant(row.started)),
       el("td", {}, formatInstant(row.finished)),
       el("td", { class: "priority" }, this.priorityForm(row)),
-      el("td", { class: "row-actions" }, el("button", {
-        type: "button", class: "retry", disabled: !RETRYABLE_STATES.has(row.state),
-        title: "run it again as a new attempt",
-      }, "Retry")));
+      el("td", { class: "row-actions" },
+        el("button", {
+          type: "button", class: "cancel", disabled: TERMINAL_STATES.has(row.state),
+          title: "cancel its unfinished runs (a running command is killed)",
+        }, "Cancel"),
+        el("button", {
+          type: "button", class: "retry", disabled: !RETRYABLE_STATES.has(row.state),
+          title: "run it again as a new attempt",
+        }, "Retry")));
   }
 
   priorityForm(row) {
