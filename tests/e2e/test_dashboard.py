@@ -365,6 +365,13 @@ def test_runs_filters_by_kind_task_and_time_live_and_in_the_address(
     expect(rows).to_have_count(1, timeout=UI_TIMEOUT_MS)
     expect(rows.first).to_have_attribute("data-task-id", str(second.id))
 
+    instant = between.isoformat().replace("+00:00", "Z")  # a link with a picked instant
+    page.goto(f"{cluster.rest}/?kind={kind}&since={instant}")
+    expect(filters.locator('select[name="since"]')).to_have_value("custom")
+    expect(filters.locator('input[name="since_at"]')).to_have_value(local)
+    expect(rows).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(rows.first).to_have_attribute("data-task-id", str(second.id))
+
 
 def test_runs_table_pages_through_a_filtered_view(page: Page, cluster: RunningCluster) -> None:
     kind = f"ui-pages-{uuid.uuid4().hex[:8]}"
