@@ -1,4 +1,5 @@
-// The cluster overview: run totals by state, and one card per region with its workers.
+// The cluster overview: run totals by state, and one card per region (the region map): its
+// figures, the master's breaker towards it, spillover, held-back task kinds and its workers.
 import { RUN_STATES, shortEnum } from "./api.js";
 import { badge, el, formatAge, secondsBetween } from "./dom.js";
 
@@ -24,7 +25,7 @@ function totals({ run_states: counts = {} }) {
 export function breakerBadge(breaker, age) {
   if (!breaker) return el("span", { class: "muted breaker" }, "—");
   const detail = typeof breaker === "object" ? breaker : { state: breaker };
-  const state = shortEnum(detail.state, "BREAKER_STATE_") || "unknown";
+  const state = breakerState(breaker);
   const notes = [];
   if (detail.failures) notes.push(`${detail.failures} failures`);
   if (detail.opened_at && state !== "closed") notes.push(`opened ${formatAge(age(detail.opened_at))} ago`);
@@ -71,7 +72,7 @@ function queueFigure(region) {
     joined.length ? el("small", { class: "muted by-priority" }, " (", ...joined, ")") : null);
 }
 
-/** A breaker's short state ("open"), whatever shape the JSON gave it in. */
+/** A breaker's short state ("open"), whatever shape the JSON gave it in (see breakerBadge). */
 function breakerState(breaker) {
   const state = typeof breaker === "object" && breaker !== null ? breaker.state : breaker;
   return shortEnum(state, "BREAKER_STATE_") || "unknown";
@@ -81,9 +82,9 @@ function breakerState(breaker) {
 function spillover(region) {
   const spill = region.spillover;
   if (!spill || (!spill.in && !spill.out)) return null;
-  const window = formatAge(spill.window_seconds ?? NaN);
-  return el("span", { class: "spill", title: `runs delegated to or from a fallback region in the last ${window}` },
-    `${spill.out ?? 0} out · ${spill.in ?? 0} in (${window})`);
+  const span = formatAge(spill.window_seconds ?? NaN);
+  return el("span", { class: "spill", title: `runs delegated to or from a fallback region in the last ${span}` },
+    `${spill.out ?? 0} out · ${spill.in ?? 0} in (${span})`);
 }
 
 /** The task kinds whose breaker is not closed or that hold runs back; null when there are none. */
