@@ -24,6 +24,7 @@ from taskmesh.master.errors import http_body, http_headers, http_status
 from taskmesh.master.http_auth import EventSession, bearer_auth
 from taskmesh.master.task_api import TaskApi
 from taskmesh.master.task_json import (
+    run_event_json,
     run_json,
     scheduled_task_json,
     spec_from_json,
@@ -76,6 +77,7 @@ class RestApi:
         router.add_post("/v1/workflows", self.submit_workflow)
         router.add_get("/v1/tasks", self.list_tasks)
         router.add_get("/v1/tasks/{task_id}", self.get_task)
+        router.add_get("/v1/tasks/{task_id}/events", self.task_events)
         router.add_post("/v1/tasks/{task_id}/cancel", self.cancel)
         router.add_post("/v1/tasks/{task_id}/priority", self.set_priority)
         router.add_post("/v1/tasks/{task_id}/pause", self.pause)
@@ -121,6 +123,12 @@ class RestApi:
         limit = _int_query(request, "run_limit", 0)
         task, runs = await self._api.get_task(_path_task_id(request), limit)
         return web.json_response({"task": task_json(task), "runs": [run_json(r) for r in runs]})
+
+    async def task_events(self, request: web.Request) -> web.Response:
+        """A task's newest transitions (``limit``, default 200), oldest first."""
+        limit = _int_query(request, "limit", 0)
+        events = await self._api.task_events(_path_task_id(request), limit)
+        return web.json_response({"events": [run_event_json(event) for event in events]})
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         """Tasks newest first, filtered (``state``, ``region``, ``kind``, ``search``, ``since``),

@@ -49,6 +49,7 @@ DEFAULT_RUN_LIMIT = 20
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 RUNS_READ = 1000  # attempts of one task read at most (the ledger lists them oldest first)
+EVENTS_READ = 200  # transitions of one task shown at most (its newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,14 @@ class TaskApi:
         task = await self._ledger.get_task(task_id)
         runs = await self._ledger.list_runs(task_id, limit=RUNS_READ)
         return task, runs[::-1][: run_limit or DEFAULT_RUN_LIMIT]
+
+    async def task_events(self, task_id: UUID, limit: int = 0) -> list[RunEvent]:
+        """A task's newest transitions (``limit``, default and at most ``EVENTS_READ``), oldest
+        first; an unknown task is a ``NotFoundError``."""
+        if not 0 <= limit <= EVENTS_READ:
+            raise ValidationError("limit", f"must be between 0 and {EVENTS_READ}, got {limit}")
+        await self._ledger.get_task(task_id)
+        return await self._ledger.task_events(task_id, limit or EVENTS_READ)
 
     async def task_status(self, task_id: UUID) -> TaskStatus:
         """A task and its latest attempt."""

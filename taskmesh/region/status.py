@@ -51,6 +51,7 @@ def region_status(
         heartbeat_at=timestamp(heartbeat_at),
         state=REGION_STATES[region_state(runtime)],
         queue_depth=len(runtime.queue),
+        queue_depth_by_priority=runtime.queue.depth_by_priority(),
         running=runtime.registry.running,
         total_slots=sum(worker.slots for worker in workers),
         free_slots=sum(worker.credit for worker in workers),

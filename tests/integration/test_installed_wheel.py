@@ -82,6 +82,18 @@ def test_the_wheel_carries_migrations_and_dashboard(installed: Path) -> None:
         assert path.is_file(), path
 
 
+def test_the_wheel_carries_every_dashboard_asset(installed: Path) -> None:
+    """Each file of the checkout's dashboard ``static/`` is in the installed package."""
+    probe = (
+        "import importlib.resources as r; "
+        "print(*sorted(p.name for p in (r.files('taskmesh.master.dashboard') / 'static')"
+        ".iterdir()))"
+    )
+    shipped = run([str(installed / "python"), "-c", probe], cwd=installed).split()
+    static = REPOSITORY / "taskmesh" / "master" / "dashboard" / "static"
+    assert shipped == sorted(path.name for path in static.iterdir() if path.is_file())
+
+
 def test_db_upgrade_from_the_installed_wheel(installed: Path, empty_database_url: str) -> None:
     """``taskmesh db upgrade`` of the installed wheel migrates an empty ledger to head."""
     output = run(

@@ -164,6 +164,26 @@ async def test_task_list_filters_kind_search_and_since(http: aiohttp.ClientSessi
         assert (await response.json())["error"]["field"] == "since"
 
 
+async def test_task_events_list_its_transitions_oldest_first(http: aiohttp.ClientSession) -> None:
+    task_id = await submit(http, "logged")
+    async with http.post(f"/v1/tasks/{task_id}/cancel", json={"reason": "not needed"}):
+        pass
+    events = (await get_json(http, f"/v1/tasks/{task_id}/events"))["events"]
+    assert [(e.get("from_state"), e["to_state"]) for e in events] == [
+        (None, "RUN_STATE_PENDING"),
+        ("RUN_STATE_PENDING", "RUN_STATE_CANCELLED"),
+    ]
+    assert {e["task_id"] for e in events} == {task_id}
+    assert events[0]["at"] <= events[1]["at"]
+    newest = (await get_json(http, f"/v1/tasks/{task_id}/events", limit="1"))["events"]
+    assert [e["to_state"] for e in newest] == ["RUN_STATE_CANCELLED"]
+    async with http.get("/v1/tasks/00000000-0000-4000-8000-000000000000/events") as response:
+        assert response.status == 404
+    async with http.get(f"/v1/tasks/{task_id}/events", params={"limit": "5000"}) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["field"] == "limit"
+
+
 async def test_stream_frames_each_batch_with_its_last_event_id(
     http: aiohttp.ClientSession,
 ) -> None:

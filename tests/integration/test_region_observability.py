@@ -115,6 +115,15 @@ async def test_metrics_follow_runs_through_the_region(database_url: str, ledger:
     )
 
 
+async def test_describe_counts_the_queue_by_priority(database_url: str, ledger: Ledger) -> None:
+    async with running_region(database_url) as region:
+        specs = [task(f"p{n}", priority=p) for n, p in enumerate((5, 5, 0, -3))]
+        await region.delegate(await claim(ledger, *specs))
+        status = await region.describe()
+    assert status.queue_depth == 4
+    assert dict(status.queue_depth_by_priority) == {5: 2, 0: 1, -3: 1}
+
+
 async def test_grpc_health_serves_then_watch_sees_not_serving_on_shutdown(
     database_url: str,
 ) -> None:

@@ -237,6 +237,10 @@ class Ledger:
             lambda c: reads.events_after(c, event_id, limit, filters or EventFilter())
         )
 
+    async def task_events(self, task_id: UUID, limit: int = 200) -> list[RunEvent]:
+        """A task's newest ``limit`` events, oldest first (its transitions, for the timeline)."""
+        return await self._transaction(lambda c: reads.task_events(c, task_id, limit))
+
     async def follow_events(
         self, cursor: EventCursor, limit: int = 500, filters: EventFilter | None = None
     ) -> EventPage:

@@ -224,6 +224,18 @@ async def events_after(
     return [event_from_row(row) for row in (await connection.execute(query)).mappings()]
 
 
+async def task_events(connection: AsyncConnection, task_id: UUID, limit: int) -> list[RunEvent]:
+    """A task's newest ``limit`` events (every attempt's transitions), oldest first."""
+    query = (
+        select(run_events)
+        .where(run_events.c.task_id == task_id)
+        .order_by(run_events.c.id.desc())
+        .limit(limit)
+    )
+    rows = (await connection.execute(query)).mappings().all()
+    return [event_from_row(row) for row in reversed(rows)]
+
+
 # Transactions older than every one still running: their events can no longer change.
 FINISHED_HORIZON = text("SELECT (pg_snapshot_xmin(pg_current_snapshot()))::text::bigint")
 

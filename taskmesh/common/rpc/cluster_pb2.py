@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskmesh.common.rpc import task_pb2 as taskmesh_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19taskmesh/v1/cluster.proto\x12\x0btaskmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16taskmesh/v1/task.proto\"\xc5\x01\n\x0bKindBreaker\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x03 \x01(\x05\x12-\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08trial_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07waiting\x18\x06 \x01(\x05\"\xdb\x03\n\x0cWorkerStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x30\n\x0cheartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32%.taskmesh.v1.WorkerStatus.LabelsEntry\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.taskmesh.v1.WorkerState\x12*\n\x07\x62reaker\x18\x07 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x12\n\nfree_slots\x18\x08 \x01(\x05\x12\x0f\n\x07running\x18\t \x01(\x05\x12(\n\texecutors\x18\n \x03(\x0e\x32\x15.taskmesh.v1.Executor\x12\x30\n\x0c\x63onnected_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x62reaker_status\x18\x0c \x01(\x0b\x32\x1a.taskmesh.v1.BreakerStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x04\n\x0cRegionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06\x63redit\x18\x03 \x01(\x05\x12\x30\n\x0cheartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.taskmesh.v1.RegionState\x12*\n\x07\x62reaker\x18\x06 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x11\n\treachable\x18\x07 \x01(\x08\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\x05\x12\x0f\n\x07running\x18\t \x01(\x05\x12\x13\n\x0btotal_slots\x18\n \x01(\x05\x12\x12\n\nfree_slots\x18\x0b \x01(\x05\x12/\n\rkind_breakers\x18\x0c \x03(\x0b\x32\x18.taskmesh.v1.KindBreaker\x12*\n\x07workers\x18\r \x03(\x0b\x32\x19.taskmesh.v1.WorkerStatus\x12\x32\n\x0e\x62reaker_status\x18\x0e \x01(\x0b\x32\x1a.taskmesh.v1.BreakerStatus\x12\x13\n\x0bspilled_out\x18\x0f \x01(\x05\x12\x12\n\nspilled_in\x18\x10 \x01(\x05\x12 \n\x18spillover_window_seconds\x18\x11 \x01(\x05\x12\x11\n\tfallbacks\x18\x12 \x03(\t\"\xa8\x01\n\rBreakerStatus\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x05\x12-\n\topened_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08trial_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x05grace\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x13\x44rainWorkerResponse\x12\x0e\n\x06region\x18\x01 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*r\n\x0bRegionState\x12\x1c\n\x18REGION_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fREGION_STATE_UP\x10\x01\x12\x19\n\x15REGION_STATE_DRAINING\x10\x02\x12\x15\n\x11REGION_STATE_DOWN\x10\x03*r\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORKER_STATE_UP\x10\x01\x12\x19\n\x15WORKER_STATE_DRAINING\x10\x02\x12\x15\n\x11WORKER_STATE_DOWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19taskmesh/v1/cluster.proto\x12\x0btaskmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16taskmesh/v1/task.proto\"\xc5\x01\n\x0bKindBreaker\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x03 \x01(\x05\x12-\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08trial_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07waiting\x18\x06 \x01(\x05\"\xdb\x03\n\x0cWorkerStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x30\n\x0cheartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32%.taskmesh.v1.WorkerStatus.LabelsEntry\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.taskmesh.v1.WorkerState\x12*\n\x07\x62reaker\x18\x07 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x12\n\nfree_slots\x18\x08 \x01(\x05\x12\x0f\n\x07running\x18\t \x01(\x05\x12(\n\texecutors\x18\n \x03(\x0e\x32\x15.taskmesh.v1.Executor\x12\x30\n\x0c\x63onnected_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x62reaker_status\x18\x0c \x01(\x0b\x32\x1a.taskmesh.v1.BreakerStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa8\x05\n\x0cRegionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06\x63redit\x18\x03 \x01(\x05\x12\x30\n\x0cheartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.taskmesh.v1.RegionState\x12*\n\x07\x62reaker\x18\x06 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x11\n\treachable\x18\x07 \x01(\x08\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\x05\x12\x0f\n\x07running\x18\t \x01(\x05\x12\x13\n\x0btotal_slots\x18\n \x01(\x05\x12\x12\n\nfree_slots\x18\x0b \x01(\x05\x12/\n\rkind_breakers\x18\x0c \x03(\x0b\x32\x18.taskmesh.v1.KindBreaker\x12*\n\x07workers\x18\r \x03(\x0b\x32\x19.taskmesh.v1.WorkerStatus\x12\x32\n\x0e\x62reaker_status\x18\x0e \x01(\x0b\x32\x1a.taskmesh.v1.BreakerStatus\x12\x13\n\x0bspilled_out\x18\x0f \x01(\x05\x12\x12\n\nspilled_in\x18\x10 \x01(\x05\x12 \n\x18spillover_window_seconds\x18\x11 \x01(\x05\x12\x11\n\tfallbacks\x18\x12 \x03(\t\x12T\n\x17queue_depth_by_priority\x18\x13 \x03(\x0b\x32\x33.taskmesh.v1.RegionStatus.QueueDepthByPriorityEntry\x1a;\n\x19QueueDepthByPriorityEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xa8\x01\n\rBreakerStatus\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.taskmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x05\x12-\n\topened_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08trial_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x05grace\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x13\x44rainWorkerResponse\x12\x0e\n\x06region\x18\x01 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*r\n\x0bRegionState\x12\x1c\n\x18REGION_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fREGION_STATE_UP\x10\x01\x12\x19\n\x15REGION_STATE_DRAINING\x10\x02\x12\x15\n\x11REGION_STATE_DOWN\x10\x03*r\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORKER_STATE_UP\x10\x01\x12\x19\n\x15WORKER_STATE_DRAINING\x10\x02\x12\x15\n\x11WORKER_STATE_DOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKERSTATUS_LABELSENTRY']._loaded_options = None
   _globals['_WORKERSTATUS_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_BREAKERSTATE']._serialized_start=1654
-  _globals['_BREAKERSTATE']._serialized_end=1778
-  _globals['_REGIONSTATE']._serialized_start=1780
-  _globals['_REGIONSTATE']._serialized_end=1894
-  _globals['_WORKERSTATE']._serialized_start=1896
-  _globals['_WORKERSTATE']._serialized_end=2010
+  _globals['_REGIONSTATUS_QUEUEDEPTHBYPRIORITYENTRY']._loaded_options = None
+  _globals['_REGIONSTATUS_QUEUEDEPTHBYPRIORITYENTRY']._serialized_options = b'8\001'
+  _globals['_BREAKERSTATE']._serialized_start=1801
+  _globals['_BREAKERSTATE']._serialized_end=1925
+  _globals['_REGIONSTATE']._serialized_start=1927
+  _globals['_REGIONSTATE']._serialized_end=2041
+  _globals['_WORKERSTATE']._serialized_start=2043
+  _globals['_WORKERSTATE']._serialized_end=2157
   _globals['_KINDBREAKER']._serialized_start=132
   _globals['_KINDBREAKER']._serialized_end=329
   _globals['_WORKERSTATUS']._serialized_start=332
@@ -49,11 +51,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERSTATUS_LABELSENTRY']._serialized_start=762
   _globals['_WORKERSTATUS_LABELSENTRY']._serialized_end=807
   _globals['_REGIONSTATUS']._serialized_start=810
-  _globals['_REGIONSTATUS']._serialized_end=1343
-  _globals['_BREAKERSTATUS']._serialized_start=1346
-  _globals['_BREAKERSTATUS']._serialized_end=1514
-  _globals['_DRAINWORKERREQUEST']._serialized_start=1516
-  _globals['_DRAINWORKERREQUEST']._serialized_end=1613
-  _globals['_DRAINWORKERRESPONSE']._serialized_start=1615
-  _globals['_DRAINWORKERRESPONSE']._serialized_end=1652
+  _globals['_REGIONSTATUS']._serialized_end=1490
+  _globals['_REGIONSTATUS_QUEUEDEPTHBYPRIORITYENTRY']._serialized_start=1431
+  _globals['_REGIONSTATUS_QUEUEDEPTHBYPRIORITYENTRY']._serialized_end=1490
+  _globals['_BREAKERSTATUS']._serialized_start=1493
+  _globals['_BREAKERSTATUS']._serialized_end=1661
+  _globals['_DRAINWORKERREQUEST']._serialized_start=1663
+  _globals['_DRAINWORKERREQUEST']._serialized_end=1760
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=1762
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=1799
 # @@protoc_insertion_point(module_scope)

@@ -259,6 +259,26 @@ class RegionStatus(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class QueueDepthByPriorityEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     CREDIT_FIELD_NUMBER: _builtins.int
@@ -277,6 +297,7 @@ class RegionStatus(_message.Message):
     SPILLED_IN_FIELD_NUMBER: _builtins.int
     SPILLOVER_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    QUEUE_DEPTH_BY_PRIORITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Region name (from the topology)."""
     address: _builtins.str
@@ -325,6 +346,10 @@ class RegionStatus(_message.Message):
     def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Its ordered fallback regions from the topology (unset in Region.Describe)."""
 
+    @_builtins.property
+    def queue_depth_by_priority(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """Runs waiting in its queue by their (base) priority: priority -> count; `queue_depth` in all."""
+
     def __init__(
         self,
         *,
@@ -346,10 +371,11 @@ class RegionStatus(_message.Message):
         spilled_in: _builtins.int = ...,
         spillover_window_seconds: _builtins.int = ...,
         fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        queue_depth_by_priority: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["breaker_status", b"breaker_status", "heartbeat_at", b"heartbeat_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "breaker", b"breaker", "breaker_status", b"breaker_status", "credit", b"credit", "fallbacks", b"fallbacks", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "kind_breakers", b"kind_breakers", "name", b"name", "queue_depth", b"queue_depth", "reachable", b"reachable", "running", b"running", "spilled_in", b"spilled_in", "spilled_out", b"spilled_out", "spillover_window_seconds", b"spillover_window_seconds", "state", b"state", "total_slots", b"total_slots", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "breaker", b"breaker", "breaker_status", b"breaker_status", "credit", b"credit", "fallbacks", b"fallbacks", "free_slots", b"free_slots", "heartbeat_at", b"heartbeat_at", "kind_breakers", b"kind_breakers", "name", b"name", "queue_depth", b"queue_depth", "queue_depth_by_priority", b"queue_depth_by_priority", "reachable", b"reachable", "running", b"running", "spilled_in", b"spilled_in", "spilled_out", b"spilled_out", "spillover_window_seconds", b"spillover_window_seconds", "state", b"state", "total_slots", b"total_slots", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

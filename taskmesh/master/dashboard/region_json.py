@@ -4,8 +4,9 @@ The proto3 JSON of a RegionStatus is kept, except that every breaker becomes one
 ``{"state", "failures", "opened_at", "trial_at"}`` (state ``closed``, ``open``, ``half_open``
 or ``unspecified``; the times RFC 3339 or null): ``regions[].breaker`` (the master's breaker
 towards the region), ``regions[].kinds[]`` (one per task kind, plus ``kind`` and ``waiting``)
-and ``workers[].breaker``; and the spillover counts become ``regions[].spillover``
-``{"in", "out", "window_seconds"}``.
+and ``workers[].breaker``; the spillover counts become ``regions[].spillover``
+``{"in", "out", "window_seconds"}``; and the queue by priority becomes
+``regions[].queue_by_priority``, ``[{"priority", "runs"}]`` highest priority first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def region_json(region: cluster_pb2.RegionStatus) -> dict[str, Any]:
     for key in ("breaker_status", "kind_breakers", "spilled_in", "spilled_out"):
         body.pop(key, None)
     body.pop("spillover_window_seconds", None)
+    body.pop("queue_depth_by_priority", None)
+    body["queue_by_priority"] = [
+        {"priority": priority, "runs": runs}
+        for priority, runs in sorted(region.queue_depth_by_priority.items(), reverse=True)
+    ]
     body["breaker"] = breaker_json(region.breaker_status)
     body["kinds"] = [
         {"kind": kind.kind, **breaker_json(kind), "waiting": kind.waiting}

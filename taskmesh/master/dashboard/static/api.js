@@ -84,6 +84,10 @@ export const RETRYABLE_STATES = new Set([
 export const fetchTask = (taskId) =>
   request(`v1/tasks/${encodeURIComponent(taskId)}?run_limit=20`);
 
+/** A task's newest transitions (every attempt), oldest first: {events: [RunEvent JSON]}. */
+export const fetchTaskEvents = (taskId) =>
+  request(`v1/tasks/${encodeURIComponent(taskId)}/events`);
+
 export const cancelTask = (taskId) =>
   post(`v1/tasks/${encodeURIComponent(taskId)}/cancel`, { reason: "cancelled from the dashboard" });
 

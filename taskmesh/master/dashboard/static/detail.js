@@ -1,6 +1,8 @@
 // The task detail panel: the latest run's timeline, its attempts, output, its workflow, and
 // Cancel / Retry buttons.
-import { RETRYABLE_STATES, TERMINAL_STATES, cancelTask, fetchTask, retryTask, shortEnum } from "./api.js";
+import {
+  RETRYABLE_STATES, TERMINAL_STATES, cancelTask, fetchTask, fetchTaskEvents, retryTask, shortEnum,
+} from "./api.js";
 import { badge, el, formatInstant, secondsBetween } from "./dom.js";
 
 // The latest run's steps in order, with the run field that dates each one.
@@ -34,14 +36,14 @@ export class DetailPanel {
     const taskId = this.taskId;
     if (taskId === null) return;
     try {
-      const detail = await fetchTask(taskId);
-      if (taskId === this.taskId) this.draw(detail);
+      const [detail, log] = await Promise.all([fetchTask(taskId), fetchTaskEvents(taskId)]);
+      if (taskId === this.taskId) this.draw(detail, log.events ?? []);
     } catch (error) {
       if (taskId === this.taskId) this.node.replaceChildren(el("p", { class: "muted" }, error.message));
     }
   }
 
-  draw({ task, runs }) {
+  draw({ task, runs }, events) {
     const run = runs[0] ?? {}; // newest attempt first
     const state = shortEnum(run.state, "RUN_STATE_") || "no run";
     const spec = task.spec ?? {};
@@ -68,6 +70,8 @@ export class DetailPanel {
       el("pre", { class: "output mono" }, run.output_tail || "(no output)"),
       el("h3", {}, `Attempts (${runs.length})`),
       attempts(runs),
+      el("h3", {}, `Transitions (${events.length})`),
+      transitions(events),
       this.actions(task.id, state));
     this.node.querySelector(".close").addEventListener("click", () => this.onClose());
   }
@@ -130,6 +134,27 @@ function timeline(run) {
       label, at ? el("time", { datetime: at }, formatInstant(at) + gap) : null);
   });
   return el("ol", { class: "timeline" }, ...items);
+}
+
+/** Every transition of the task's attempts, oldest first, each with the time since the last. */
+function transitions(events) {
+  let previous = null;
+  const items = events.map((event) => {
+    const to = shortEnum(event.to_state, "RUN_STATE_");
+    const from = shortEnum(event.from_state, "RUN_STATE_");
+    const gap = previous ? `+${secondsBetween(previous, event.at).toFixed(2)} s` : "";
+    previous = event.at;
+    const where = [event.region, event.worker_id].filter(Boolean).join(" / ");
+    const why = Object.entries(event.detail ?? {}).map(([key, value]) => `${key}: ${value}`).join(", ");
+    return el("li", { "data-to-state": to, "data-attempt": event.attempt ?? 1 },
+      el("time", { datetime: event.at }, formatInstant(event.at)),
+      el("small", { class: "muted gap" }, gap),
+      from ? el("span", { class: "muted" }, `${from} →`) : el("span", { class: "muted" }, "created"),
+      badge(to),
+      el("small", { class: "muted" }, `#${event.attempt ?? 1}${where ? ` · ${where}` : ""}`),
+      why ? el("small", { class: "why" }, why) : null);
+  });
+  return el("ol", { class: "transitions" }, ...items);
 }
 
 function attempts(runs) {

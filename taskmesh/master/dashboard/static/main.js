@@ -6,6 +6,7 @@ import {
 import { renderCharts } from "./charts.js";
 import { DetailPanel } from "./detail.js";
 import { el, formatInstant } from "./dom.js";
+import { RunFilters } from "./filters.js";
 import { followEvents } from "./live.js";
 import { renderOverview } from "./overview.js";
 import { RunsTable } from "./runs.js";
@@ -19,6 +20,7 @@ const PAGE_SIZE = 50;
 
 const $ = (selector) => document.querySelector(selector);
 const filters = $("#run-filters");
+const runFilters = new RunFilters(filters);
 const liveStatus = $("#live-status");
 
 const notice = (text, failed = false) => {
@@ -70,10 +72,7 @@ let pageTokens = [""];
 let nextToken = "";
 
 function filterValues() {
-  const values = Object.fromEntries(new FormData(filters));
-  const seconds = Number(values.since);
-  values.since = seconds ? new Date(Date.now() - seconds * 1000).toISOString() : "";
-  return { ...values, page_token: pageTokens.at(-1) };
+  return { ...runFilters.values(), page_token: pageTokens.at(-1) };
 }
 
 // Responses can arrive out of order; only the newest request may draw.
@@ -100,7 +99,7 @@ function select(taskId) {
 
 function openWorkflow(workflowId) {
   const hash = workflowId ? `#workflow=${workflowId}` : "";
-  if (location.hash !== hash) history.replaceState(null, "", hash || location.pathname);
+  if (location.hash !== hash) history.replaceState(null, "", `${location.pathname}${location.search}${hash}`);
   workflow.show(workflowId);
 }
 
@@ -116,9 +115,10 @@ const reloadActivity = debounced(loadActivity, 2000);
 const reloadWorkflow = debounced(() => workflow.refresh(), 1000);
 
 function onEvents(events) {
-  // With a filter or past page 1 a row may have to leave or join: reload rather than patch.
-  const narrowed = Boolean(filters.elements.state.value) || pageTokens.length > 1;
-  if (table.applyEvents(events) || narrowed) reloadRuns();
+  // A task not shown may join the view (the server applies the filters); with a state filter or
+  // past page 1 a shown row may have to leave: reload rather than patch.
+  const joining = table.applyEvents(events).some((event) => runFilters.mayJoin(event));
+  if (joining || runFilters.narrowedByState || pageTokens.length > 1) reloadRuns();
   if (events.some((event) => event.task_id === detail.taskId)) detail.refresh();
   if (workflow.applyEvents(events)) reloadWorkflow(); // recoloured at once, then re-read
   if (events.some((event) => !event.from_state)) reloadWorkflowsList(); // new runs, maybe a new workflow
@@ -162,8 +162,12 @@ function showStatus(status) {
 
 function start() {
   for (const state of RUN_STATES) filters.elements.state.append(el("option", {}, state));
-  filters.addEventListener("input", debounced(() => { pageTokens = [""]; loadRuns(); }, 250));
-  filters.addEventListener("submit", (event) => event.preventDefault());
+  runFilters.restore();
+  filters.addEventListener("input", debounced(() => {
+    pageTokens = [""];
+    runFilters.save();
+    loadRuns();
+  }, 250));
   $("#page-older").addEventListener("click", () => turnPage(true));
   $("#page-newer").addEventListener("click", () => turnPage(false));
   following = followEvents(onEvents, showStatus);

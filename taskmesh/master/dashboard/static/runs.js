@@ -1,6 +1,9 @@
 // The runs table: one row per task with its latest run, patched in place by live events, with
-// two actions per row: change the priority, and retry a task that ended without success.
-import { RETRYABLE_STATES, TERMINAL_STATES, retryTask, setPriority, shortEnum } from "./api.js";
+// three actions per row: change the priority, cancel an unfinished task, and retry a task that
+// ended without success.
+import {
+  RETRYABLE_STATES, TERMINAL_STATES, cancelTask, retryTask, setPriority, shortEnum,
+} from "./api.js";
 import { badge, el, formatInstant } from "./dom.js";
 
 /** A table row's model from a TaskStatus (GET /v1/tasks item). */
@@ -40,6 +43,8 @@ export class RunsTable {
     tbody.addEventListener("click", (event) => {
       const retry = event.target.closest("button.retry");
       if (retry) this.onRetry(retry.closest("tr").dataset.taskId, retry);
+      const cancel = event.target.closest("button.cancel");
+      if (cancel) this.onCancel(cancel.closest("tr").dataset.taskId, cancel);
     });
   }
 
@@ -71,6 +76,17 @@ export class RunsTable {
     }
   }
 
+  async onCancel(taskId, button) {
+    button.disabled = true;
+    try {
+      const answer = await cancelTask(taskId);
+      this.onNotice(`cancel of ${taskId.slice(0, 8)} sent for ${answer.cancelled_run_ids.length} run(s)`);
+    } catch (error) {
+      button.disabled = false;
+      this.onNotice(`cancel refused: ${error.message}`, true);
+    }
+  }
+
   /** Show these TaskStatus items (newest first), replacing what is shown. */
   render(statuses) {
     if (this.tbody.contains(document.activeElement)) { // the operator is typing: wait for it
@@ -92,15 +108,16 @@ export class RunsTable {
   }
 
   /**
-   * Apply a batch of run events to the rows they concern. Returns true when the batch names
-   * a task not on screen (a new submission), so the caller should reload the list.
+   * Apply a batch of run events to the rows they concern. Returns the events about tasks not
+   * on screen (a new submission, or a task outside this page), for the caller to decide whether
+   * the list must be reloaded.
    */
   applyEvents(events) {
-    let unknown = false;
+    const unknown = [];
     for (const event of events) {
       const row = this.rows.get(event.task_id);
       if (!row) {
-        unknown = true;
+        unknown.push(event);
         continue;
       }
       if (event.attempt < row.attempt) continue; // news about an older attempt
@@ -125,14 +142,19 @@ export class RunsTable {
       el("td", {}, row.region),
       el("td", { class: "mono" }, row.worker),
       el("td", {}, row.kind),
-      el("td", {}, formatInstant(row.due)),
-      el("td", {}, formatInstant(row.started)),
+      el("td", { class: "wide-only" }, formatInstant(row.due)),
+      el("td", { class: "wide-only" }, formatInstant(row.started)),
       el("td", {}, formatInstant(row.finished)),
       el("td", { class: "priority" }, this.priorityForm(row)),
-      el("td", { class: "row-actions" }, el("button", {
-        type: "button", class: "retry", disabled: !RETRYABLE_STATES.has(row.state),
-        title: "run it again as a new attempt",
-      }, "Retry")));
+      el("td", { class: "row-actions" },
+        el("button", {
+          type: "button", class: "cancel", disabled: TERMINAL_STATES.has(row.state),
+          title: "cancel its unfinished runs (a running command is killed)",
+        }, "Cancel"),
+        el("button", {
+          type: "button", class: "retry", disabled: !RETRYABLE_STATES.has(row.state),
+          title: "run it again as a new attempt",
+        }, "Retry")));
   }
 
   priorityForm(row) {
