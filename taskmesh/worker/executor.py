@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,17 +138,55 @@ async def execute(
     if execution.executor is Executor.NOOP:
         started.notify()
         return Outcome(RunState.SUCCEEDED, started_at, _now(), exit_code=0)
+    gate = None if guard is None else _Gate()
     try:
-        process = await _start(execution, started, run_as)
-    except OSError as exc:
-        return Outcome(RunState.FAILED, started_at, _now(), error=f"cannot start command: {exc}")
-    if guard is not None:
-        guard.watch(process.pid)
+        try:
+            process = await _start(execution, started, run_as, gate)
+        except OSError as exc:
+            error = f"cannot start command: {exc}"
+            return Outcome(RunState.FAILED, started_at, _now(), error=error)
+        if guard is not None and gate is not None:
+            guard.watch(process.pid)
+            gate.open()
+    finally:
+        if gate is not None:
+            gate.close()
     try:
         return await _supervise(process, execution, output_limit, started_at)
     finally:
         if guard is not None:
             guard.forget(process.pid)
+
+
+class _Gate:
+    """Holds a spawned command back until its group is known to the guard.
+
+    The command is started behind a tiny ``/bin/sh`` that first reads one line from a pipe on
+    its stdin: the worker writes it only after telling the guard of the group. A worker that
+    dies in between closes the pipe instead, and the command never runs (the shell exits 125),
+    so no command can outlive its worker without the guard knowing of it.
+    """
+
+    SCRIPT = 'IFS= read -r _ || exit 125; exec </dev/null; exec "$@"'
+
+    def __init__(self) -> None:
+        self.read_end, self._write_end = os.pipe()
+
+    def wrap(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """``argv`` started behind the gate."""
+        return ("/bin/sh", "-c", self.SCRIPT, "taskmesh-gate", *argv)
+
+    def open(self) -> None:
+        """Let the command run."""
+        os.write(self._write_end, b"\n")
+        self.close()
+
+    def close(self) -> None:
+        """Close both ends (the command, if not let through yet, then exits unexecuted)."""
+        for fd in (self.read_end, self._write_end):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.read_end = self._write_end = -1
 
 
 async def _supervise(
@@ -206,7 +246,7 @@ class _StartListener:
 
 
 async def _start(
-    execution: Execution, started: _StartListener, run_as: RunAs | None
+    execution: Execution, started: _StartListener, run_as: RunAs | None, gate: _Gate | None
 ) -> asyncio.subprocess.Process:
     """Spawn the command; a cancel during the spawn kills the new process group, then re-raises.
 
@@ -215,7 +255,7 @@ async def _start(
     and the cancel would hang until it exits. A process that existed, however briefly, is
     reported as started either way.
     """
-    spawning = asyncio.ensure_future(_spawn(execution, run_as))
+    spawning = asyncio.ensure_future(_spawn(execution, run_as, gate))
     try:
         process = await asyncio.shield(spawning)
     except asyncio.CancelledError:
@@ -229,21 +269,37 @@ async def _start(
     return process
 
 
-async def _spawn(execution: Execution, run_as: RunAs | None) -> asyncio.subprocess.Process:
+async def _spawn(
+    execution: Execution, run_as: RunAs | None, gate: _Gate | None
+) -> asyncio.subprocess.Process:
     """Start the command in a new session (its own process group), as ``run_as`` if given."""
     argv = (execution.command, *execution.args)
     if execution.executor is Executor.SHELL:
         argv = ("/bin/sh", "-c", execution.command)
     if run_as is not None:
         argv = (*run_as.launcher(), *argv)
+    environment = None if execution.env is None else dict(execution.env)
+    if gate is not None:
+        _check_executable(argv[0], environment)
+        argv = gate.wrap(argv)
     return await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if gate is None else gate.read_end,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        env=None if execution.env is None else dict(execution.env),
+        env=environment,
     )
+
+
+def _check_executable(program: str, env: dict[str, str] | None) -> None:
+    """Raise the ``OSError`` exec would for ``program``: behind the gate it would be the shell's."""
+    search = os.pathsep.join(os.get_exec_path(env))
+    path = program if "/" in program else shutil.which(program, path=search)
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
 async def _leader_exit(pid: int) -> None:

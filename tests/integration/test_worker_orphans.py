@@ -26,6 +26,24 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+# A worker that dies the moment it would tell its guard of a new command's group: the
+# worst-timed SIGKILL. It leaves the group id behind for the test to watch.
+DIES_BEFORE_GUARD_KNOWS = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from taskmesh.common.model import Executor
+from taskmesh.worker.executor import Execution, execute
+
+class DyingGuard:
+    def watch(self, pgid: int) -> None:
+        Path(sys.argv[2]).write_text(str(pgid))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def forget(self, pgid: int) -> None:
+        pass
+
+asyncio.run(execute(Execution(Executor.SHELL, sys.argv[1]), guard=DyingGuard()))
+"""
 WAIT = 30.0  # generous: catches hangs
 
 
@@ -74,3 +92,19 @@ def test_a_command_that_ends_is_forgotten_by_the_guard(tmp_path: Path) -> None:
     worker = subprocess.Popen([sys.executable, "-c", WORKER, f"touch {marker}"])
     assert worker.wait(WAIT) == 0
     assert marker.exists()
+
+
+def test_a_command_never_runs_when_its_worker_dies_before_the_guard_knows(tmp_path: Path) -> None:
+    """Spawned but not yet guarded: the command is held back and exits once the worker is gone."""
+    marker, group = tmp_path / "ran", tmp_path / "pgid"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DIES_BEFORE_GUARD_KNOWS, f"touch {marker}", str(group)]
+    )
+    assert worker.wait(WAIT) == -signal.SIGKILL
+    pgid = int(group.read_text())
+    try:
+        assert wait_until(lambda: not alive(pgid))
+        assert not marker.exists()
+    finally:
+        if alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
