@@ -114,6 +114,9 @@ async def submit_task(
     _check_dependencies(spec)
     if workflow_id is not None and not await workflow_exists(connection, workflow_id):
         raise NotFoundError(f"workflow {workflow_id} not found")
+    if is_plain(spec):  # nothing to read first: the one-statement path
+        ((task, run),) = await submit_plain_tasks(connection, [spec], now, workflow_id)
+        return task, run, True
     ready = await readiness(connection, spec.dependencies)
     task_id = await _insert_task(connection, spec, now, workflow_id)
     if task_id is None:  # only an idempotency key can conflict
@@ -171,12 +174,14 @@ INSERT_PLAIN_TASKS = text("""
                ARRAY(SELECT jsonb_array_elements_text(CAST(retry_on AS jsonb))),
                CAST(labels AS jsonb), CAST(:workflow_id AS uuid), CAST(:now AS timestamptz)
         FROM input
+        RETURNING id, priority, region
     ),
-    created AS (
+    created AS (  -- from the stored rows: a task the ledger refuses fails first, by its name
         INSERT INTO runs (task_id, due_at, attempt, state, priority, region, ready_at,
                           created_at)
-        SELECT id, due_at, 1, 'pending', priority, region, due_at, CAST(:now AS timestamptz)
-        FROM input WHERE due_at IS NOT NULL
+        SELECT s.id, i.due_at, 1, 'pending', s.priority, s.region, i.due_at,
+               CAST(:now AS timestamptz)
+        FROM stored AS s JOIN input AS i USING (id) WHERE i.due_at IS NOT NULL
         RETURNING *
     ),
     logged AS (
@@ -188,7 +193,7 @@ INSERT_PLAIN_TASKS = text("""
 
 
 def _plain_params(
-    specs: Sequence[TaskSpec], ids: Sequence[UUID], now: datetime, workflow_id: UUID
+    specs: Sequence[TaskSpec], ids: Sequence[UUID], now: datetime, workflow_id: UUID | None
 ) -> dict[str, Any]:
     """The parameters of one ``INSERT_PLAIN_TASKS``: mostly column arrays."""
     rows = [
@@ -232,7 +237,10 @@ PLAIN_COLUMNS = (
 
 
 async def submit_plain_tasks(
-    connection: AsyncConnection, specs: Sequence[TaskSpec], now: datetime, workflow_id: UUID
+    connection: AsyncConnection,
+    specs: Sequence[TaskSpec],
+    now: datetime,
+    workflow_id: UUID | None,
 ) -> list[tuple[Task, Run | None]]:
     """Store plain tasks (see ``is_plain``), their first runs and events: one statement.
 
