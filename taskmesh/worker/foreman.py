@@ -156,7 +156,8 @@ class Foreman:
         elif self._slots.free < 1:
             self._refuse(key, assignment.task_id, self._no_slot(batch, free))
         else:
-            logger.info("%s: assigned", assignment)
+            # Debug only: it starts at once, and its "started" line follows at info.
+            logger.debug("%s: assigned", assignment)
             self._slots.start(assignment)
 
     def _supersede(self, assignment: Assignment) -> bool:

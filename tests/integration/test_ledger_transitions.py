@@ -14,6 +14,7 @@ from taskmesh.common.ledger import Ledger
 from taskmesh.common.ledger.engine import asyncpg_url
 from taskmesh.common.model import (
     LEGAL_SOURCES,
+    RetryPolicy,
     RunState,
     Transition,
     TransitionRefusal,
@@ -187,3 +188,80 @@ async def test_a_deadlocked_transaction_is_retried(
         await engine.dispose()
     assert outcome.applied
     assert (await ledger.get_run(run.id)).state is RunState.SUCCEEDED
+
+
+async def test_hops_reported_together_are_one_write_with_every_event(
+    ledger: Ledger, scenario
+) -> None:
+    """Started and finished in one batch: each run is written once, each hop logged in order.
+
+    Many runs interleaved, one of them upstream of a blocked task, so the consequences of the
+    final states are settled in the same transaction as well.
+    """
+    runs = [await scenario.run_in(RunState.ASSIGNED) for _ in range(5)]
+    _, upstream = await scenario.submit()
+    _, dependent = await scenario.submit(dependencies=(upstream.task_id,))
+    assert upstream.id in {item.run_id for item in await scenario.claim()}
+    runs.append(await scenario.move(await ledger.get_run(upstream.id), RunState.ASSIGNED))
+    started = [NOW + timedelta(milliseconds=index) for index in range(len(runs))]
+    batch = [
+        Transition(run.id, run.epoch, RunState.RUNNING, at, worker_id="w7")
+        for run, at in zip(runs, started, strict=True)
+    ] + [
+        Transition(run.id, run.epoch, RunState.SUCCEEDED, LATER, exit_code=0, output_tail="ok")
+        for run in runs
+    ]
+    before = (await ledger.events_after(0, limit=10_000))[-1].id
+    outcomes = await ledger.record_transitions(batch)
+    assert all(outcome.applied for outcome in outcomes)
+    running, finished = outcomes[: len(runs)], outcomes[len(runs) :]
+    assert [o.current_state for o in running] == [RunState.RUNNING] * len(runs)
+    assert [o.run.state if o.run else None for o in running] == [RunState.RUNNING] * len(runs)
+    assert [o.current_state for o in finished] == [RunState.SUCCEEDED] * len(runs)
+    events = await ledger.events_after(before)
+    for run, at, outcome in zip(runs, started, finished, strict=True):
+        stored = await ledger.get_run(run.id)
+        assert outcome.run == stored
+        assert (stored.state, stored.started_at, stored.finished_at) == (
+            RunState.SUCCEEDED,
+            at,
+            LATER,
+        )
+        assert (stored.worker_id, stored.exit_code, stored.output_tail) == ("w7", 0, "ok")
+        mine = [e for e in events if e.run_id == run.id]
+        assert [(e.from_state, e.to_state, e.at, e.epoch, e.worker_id) for e in mine] == [
+            (RunState.ASSIGNED, RunState.RUNNING, at, run.epoch, "w7"),
+            (RunState.RUNNING, RunState.SUCCEEDED, LATER, run.epoch, "w7"),
+        ]
+    # The dependent is unblocked by the success, after it in the log.
+    unblocked = [e for e in events if e.run_id == dependent.id]
+    assert [(e.from_state, e.to_state) for e in unblocked] == [(RunState.BLOCKED, RunState.PENDING)]
+    succeeded = next(e for e in events if e.run_id == upstream.id and e.to_state.is_terminal)
+    assert unblocked[0].id > succeeded.id
+    assert (await ledger.get_run(dependent.id)).state is RunState.PENDING
+
+
+async def test_a_failure_reported_with_its_start_is_retried_once(ledger: Ledger, scenario) -> None:
+    """running+failed in one batch under a retry policy: both hops logged, one next attempt."""
+    policy = RetryPolicy(max_attempts=2, retry_on=frozenset({RunState.FAILED}))
+    _, run = await scenario.submit(retry=policy)
+    assert run.id in {item.run_id for item in await scenario.claim()}
+    run = await scenario.move(await ledger.get_run(run.id), RunState.ASSIGNED)
+    before = (await ledger.events_after(0, limit=10_000))[-1].id
+    batch = [
+        Transition(run.id, run.epoch, RunState.RUNNING, NOW, worker_id="w1"),
+        Transition(run.id, run.epoch, RunState.FAILED, LATER, exit_code=3),
+    ]
+    started, failed = await ledger.record_transitions(batch)
+    assert started.applied
+    assert failed.applied
+    assert started.next_attempt is None
+    assert failed.next_attempt is not None
+    attempts = await ledger.list_runs(run.task_id)
+    assert [(a.attempt, a.state) for a in attempts] == [(1, RunState.FAILED), (2, RunState.PENDING)]
+    logged = [(e.run_id, e.from_state, e.to_state) for e in await ledger.events_after(before)]
+    assert logged == [
+        (run.id, RunState.ASSIGNED, RunState.RUNNING),
+        (run.id, RunState.RUNNING, RunState.FAILED),
+        (failed.next_attempt.id, None, RunState.PENDING),
+    ]

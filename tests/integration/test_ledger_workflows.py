@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -15,7 +15,13 @@ from taskmesh.common.ledger import Ledger
 from taskmesh.common.ledger.engine import asyncpg_url
 from taskmesh.common.model import (
     AtSchedule,
+    CronSchedule,
     Executor,
+    IntervalSchedule,
+    MisfirePolicy,
+    OverlapPolicy,
+    Placement,
+    RetryPolicy,
     RunState,
     TaskSpec,
     Transition,
@@ -140,3 +146,49 @@ async def test_independent_tasks_are_stored_in_bulk_as_a_single_submit_would(
     assert runs["c"].due_at == NOW
     claimed = await ledger.claim_due_runs({"eu": 10}, NOW)
     assert {run.run_id for run in claimed} == {runs[n].id for n in ("a", "keyed", "c")}
+
+
+async def test_the_bulk_path_stores_every_field_and_logs_every_creation(ledger: Ledger) -> None:
+    """One statement stores the tasks: each reads back equal, every run's creation is logged."""
+    full = item(
+        "full",
+        args=("-c", "echo 'a b'", ""),
+        description="all the fields",
+        region="eu",
+        placement=Placement.PREFER,
+        kind="heavy",
+        priority=-3,
+        timeout=timedelta(minutes=2, microseconds=7),
+        schedule_to_start_timeout=timedelta(seconds=30),
+        retry=RetryPolicy(
+            max_attempts=4,
+            initial_backoff=timedelta(seconds=2),
+            max_backoff=timedelta(hours=1),
+            multiplier=1.5,
+            retry_on=frozenset({RunState.FAILED, RunState.LOST}),
+        ),
+        labels={"team": "data", "quote": 'say "hi"', "empty": ""},
+    )
+    cron = item(
+        "cron",
+        schedule=CronSchedule(
+            "*/5 * * * *", "Europe/Paris", MisfirePolicy.NONE, OverlapPolicy.FORBID
+        ),
+    )
+    every = item("every", schedule=IntervalSchedule(timedelta(minutes=3), NOW))
+    many = [item(f"n{index}", executor=Executor.NOOP) for index in range(300)]
+    before = (await ledger.events_after(0, limit=100_000) or [None])[-1]
+    workflow = await ledger.submit_workflow("fields", [full, cron, every, *many], NOW)
+    for name, (task, run) in workflow.tasks.items():
+        assert await ledger.get_task(task.id) == task, name
+        if name in ("cron", "every"):  # recurring: the materialiser creates the runs
+            assert run is None
+            continue
+        assert run is not None
+        assert await ledger.get_run(run.id) == run
+    runs = [run for _, run in workflow.tasks.values() if run is not None]
+    assert len(runs) == 301
+    events = await ledger.events_after(before.id if before else 0, limit=100_000)
+    assert sorted((str(e.run_id), e.from_state, e.to_state) for e in events) == sorted(
+        (str(run.id), None, RunState.PENDING) for run in runs
+    )

@@ -84,8 +84,7 @@ async def cancel_locked(
     here = [
         _cancelled(item, now, cause) for item in locked.values() if item.run.state in CANCELLED_HERE
     ]
-    written = await transitions.apply(connection, [here])
-    cancelled = list(written[0].values()) if written else []
+    cancelled = list((await transitions.apply(connection, here)).values())
     ended = [(locked[run.id], run) for run in cancelled]
     await transitions.settle(connection, ended, jitter, lost_retry_limit=0)
     to_forward = [item.run for item in locked.values() if item.run.state in IN_FLIGHT_STATES]
@@ -159,10 +158,8 @@ async def reap_region(
     reaped = MAYBE_STARTED if started_only else IN_FLIGHT_STATES
     states = sorted(str(state) for state in reaped)
     locked = await lock(connection, LOCK_BY_REGION, region=region, states=states)
-    written = await transitions.apply(
-        connection, [[_reaped(i, region, now) for i in locked.values()]]
-    )
-    moved = list(written[0].values()) if written else []
+    reaped_changes = [_reaped(item, region, now) for item in locked.values()]
+    moved = list((await transitions.apply(connection, reaped_changes)).values())
     lost = [run for run in moved if run.state is RunState.LOST]
     ended = [(locked[run.id], run) for run in lost]
     settlement = await transitions.settle(connection, ended, jitter, lost_retry_limit)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,7 +17,13 @@ from taskmesh.common.ledger import pausing, reads
 from taskmesh.common.ledger.changes import notify_due
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, readiness
-from taskmesh.common.ledger.rows import SCHEDULE_COLUMNS, as_uuid, task_from_row, task_values
+from taskmesh.common.ledger.rows import (
+    SCHEDULE_COLUMNS,
+    as_json,
+    as_uuid,
+    run_from_row,
+    task_values,
+)
 from taskmesh.common.ledger.schema import task_dependencies, tasks, workflows
 from taskmesh.common.model import AtSchedule, Run, RunState, Task, TaskSpec
 
@@ -106,6 +114,9 @@ async def submit_task(
     _check_dependencies(spec)
     if workflow_id is not None and not await workflow_exists(connection, workflow_id):
         raise NotFoundError(f"workflow {workflow_id} not found")
+    if is_plain(spec):  # nothing to read first: the one-statement path
+        ((task, run),) = await submit_plain_tasks(connection, [spec], now, workflow_id)
+        return task, run, True
     ready = await readiness(connection, spec.dependencies)
     task_id = await _insert_task(connection, spec, now, workflow_id)
     if task_id is None:  # only an idempotency key can conflict
@@ -125,37 +136,131 @@ def is_plain(spec: TaskSpec) -> bool:
     return not spec.dependencies and spec.idempotency_key is None
 
 
+# Array columns travel as JSON text (``unnest`` would flatten a two-dimensional array).
+INSERT_PLAIN_TASKS = text("""
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:descriptions AS text[]),
+            CAST(:commands AS text[]), CAST(:executors AS text[]), CAST(:args AS text[]),
+            CAST(:schedule_kinds AS text[]), CAST(:schedule_ats AS timestamptz[]),
+            CAST(:cron_expressions AS text[]), CAST(:cron_timezones AS text[]),
+            CAST(:interval_everys AS interval[]), CAST(:interval_start_ats AS timestamptz[]),
+            CAST(:misfires AS text[]), CAST(:overlaps AS text[]), CAST(:priorities AS integer[]),
+            CAST(:regions AS text[]), CAST(:placements AS text[]), CAST(:kinds AS text[]),
+            CAST(:timeouts AS interval[]), CAST(:schedule_to_start_timeouts AS interval[]),
+            CAST(:retry_max_attempts AS integer[]), CAST(:retry_initial_backoffs AS interval[]),
+            CAST(:retry_max_backoffs AS interval[]),
+            CAST(:retry_multipliers AS double precision[]), CAST(:retry_ons AS text[]),
+            CAST(:labels AS text[]), CAST(:due_ats AS timestamptz[])
+        ) AS i(id, name, description, command, executor, args, schedule_kind, schedule_at,
+               cron_expression, cron_timezone, interval_every, interval_start_at, misfire,
+               overlap, priority, region, placement, kind, timeout, schedule_to_start_timeout,
+               retry_max_attempts, retry_initial_backoff, retry_max_backoff, retry_multiplier,
+               retry_on, labels, due_at)
+    ),
+    stored AS (
+        INSERT INTO tasks (id, name, description, command, executor, args, schedule_kind,
+                           schedule_at, cron_expression, cron_timezone, interval_every,
+                           interval_start_at, misfire, overlap, priority, region, placement,
+                           kind, timeout, schedule_to_start_timeout, retry_max_attempts,
+                           retry_initial_backoff, retry_max_backoff, retry_multiplier, retry_on,
+                           labels, workflow_id, created_at)
+        SELECT id, name, description, command, executor,
+               ARRAY(SELECT jsonb_array_elements_text(CAST(args AS jsonb))), schedule_kind,
+               schedule_at, cron_expression, cron_timezone, interval_every, interval_start_at,
+               misfire, overlap, priority, region, placement, kind, timeout,
+               schedule_to_start_timeout, retry_max_attempts, retry_initial_backoff,
+               retry_max_backoff, retry_multiplier,
+               ARRAY(SELECT jsonb_array_elements_text(CAST(retry_on AS jsonb))),
+               CAST(labels AS jsonb), CAST(:workflow_id AS uuid), CAST(:now AS timestamptz)
+        FROM input
+        RETURNING id, priority, region
+    ),
+    created AS (  -- from the stored rows: a task the ledger refuses fails first, by its name
+        INSERT INTO runs (task_id, due_at, attempt, state, priority, region, ready_at,
+                          created_at)
+        SELECT s.id, i.due_at, 1, 'pending', s.priority, s.region, i.due_at,
+               CAST(:now AS timestamptz)
+        FROM stored AS s JOIN input AS i USING (id) WHERE i.due_at IS NOT NULL
+        RETURNING *
+    ),
+    logged AS (
+        INSERT INTO run_events (at, run_id, task_id, attempt, from_state, to_state, epoch, region)
+        SELECT created_at, id, task_id, attempt, NULL, state, epoch, region FROM created
+    )
+    SELECT * FROM created
+""")
+
+
+def _plain_params(
+    specs: Sequence[TaskSpec], ids: Sequence[UUID], now: datetime, workflow_id: UUID | None
+) -> dict[str, Any]:
+    """The parameters of one ``INSERT_PLAIN_TASKS``: mostly column arrays."""
+    rows = [
+        {**dict.fromkeys(SCHEDULE_COLUMNS), **task_values(spec), "due_at": first_due_at(spec, now)}
+        for spec in specs
+    ]
+
+    def column(name: str) -> list[Any]:
+        return [row[name] for row in rows]
+
+    return {
+        "now": now,
+        "workflow_id": workflow_id,
+        "ids": list(ids),
+        **{f"{name}s": column(name) for name in PLAIN_COLUMNS},
+        "args": [json.dumps(row["args"]) for row in rows],
+        "retry_max_attempts": column("retry_max_attempts"),
+        "retry_ons": [json.dumps(row["retry_on"]) for row in rows],
+        "labels": [as_json(row["labels"]) for row in rows],
+        "priorities": column("priority"),
+    }
+
+
+# Scalar columns passed under their plural name (``name`` → ``:names``).
+PLAIN_COLUMNS = (
+    *SCHEDULE_COLUMNS,
+    "name",
+    "description",
+    "command",
+    "executor",
+    "region",
+    "placement",
+    "kind",
+    "timeout",
+    "schedule_to_start_timeout",
+    "retry_initial_backoff",
+    "retry_max_backoff",
+    "retry_multiplier",
+    "due_at",
+)
+
+
 async def submit_plain_tasks(
-    connection: AsyncConnection, specs: Sequence[TaskSpec], now: datetime, workflow_id: UUID
+    connection: AsyncConnection,
+    specs: Sequence[TaskSpec],
+    now: datetime,
+    workflow_id: UUID | None,
 ) -> list[tuple[Task, Run | None]]:
-    """Store plain tasks (see ``is_plain``) and their first runs: two statements for any number.
+    """Store plain tasks (see ``is_plain``), their first runs and events: one statement.
 
     Such a task is always new and always ready, so nothing needs reading first; this is the
-    path a batch of independent tasks takes instead of one ``submit_task`` each.
+    path a batch of independent tasks takes instead of one ``submit_task`` each. Nothing of
+    the tasks is read back: a stored task is its spec, its id (chosen here) and ``now``.
     """
     if not specs:
         return []
-    # Ids are chosen here so that the rows can be matched to the specs whatever order
-    # RETURNING gives; asking SQLAlchemy to keep the order would insert one row at a time.
     ids = [uuid4() for _ in specs]
-    common = {**dict.fromkeys(SCHEDULE_COLUMNS), "created_at": now, "workflow_id": workflow_id}
-    values = [
-        {**common, **task_values(spec), "id": id_} for id_, spec in zip(ids, specs, strict=True)
-    ]
-    rows = (await connection.execute(insert(tasks).returning(*tasks.c), values)).mappings()
-    by_id = {as_uuid(row["id"]): task_from_row({**row, "dependencies": ()}) for row in rows}
-    stored = [by_id[id_] for id_ in ids]
-    due = [(task, first_due_at(task.spec, now)) for task in stored]
-    fresh = [
-        run
-        for task, at in due
-        if at is not None
-        for run in new_runs(task, [at], Readiness.READY, now)
-    ]
-    runs = {run.task_id: run for run in await insert_runs(connection, fresh)}
+    result = await connection.execute(
+        INSERT_PLAIN_TASKS, _plain_params(specs, ids, now, workflow_id)
+    )
+    runs = {run.task_id: run for run in (run_from_row(row) for row in result.mappings())}
     if any(run.due_at <= now for run in runs.values()):
         await notify_due(connection)
-    return [(task, runs.get(task.id)) for task in stored]
+    return [
+        (Task(id_, spec, now, workflow_id), runs.get(id_))
+        for id_, spec in zip(ids, specs, strict=True)
+    ]
 
 
 async def materialise_runs(

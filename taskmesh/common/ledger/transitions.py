@@ -2,9 +2,10 @@
 
 A batch is judged in order against the attempts as locked: a refused transition changes
 nothing and says why. Several transitions of one attempt in one batch (``running`` then
-``succeeded``) are written in successive rounds of the same guarded statement. Then, still in
-the transaction, ``settle`` creates retries, unblocks dependents of successes and fails the
-dependents of terminal failures.
+``succeeded``, reported together) become one change with intermediate steps: the row is
+written once, in one guarded statement for the whole batch, and every applied transition still
+logs its own event. Then, still in the transaction, ``settle`` creates retries, unblocks
+dependents of successes and fails the dependents of terminal failures.
 """
 
 from __future__ import annotations
@@ -66,10 +67,14 @@ def moved(locked: Locked, run: Run, transition: Transition) -> Run:
 
 @dataclass(slots=True)
 class Plan:
-    """A judged batch: one outcome slot per transition, changes in rounds of distinct runs."""
+    """A judged batch: one outcome slot per transition, one change per attempt to write.
+
+    Each change comes with the indices of the transitions it applies, in order: its steps,
+    then its final state.
+    """
 
     outcomes: list[TransitionOutcome] = field(default_factory=list)
-    rounds: list[list[tuple[int, Change]]] = field(default_factory=list)
+    changes: list[tuple[list[int], Change]] = field(default_factory=list)
 
 
 def plan(
@@ -80,7 +85,7 @@ def plan(
     """Judge each transition in order against the attempts as they will be by then."""
     result = Plan()
     current = {run_id: item.run for run_id, item in locked.items()}
-    writes = dict.fromkeys(locked, 0)
+    hops: dict[UUID, list[tuple[int, Run, datetime]]] = {}
     for index, transition in enumerate(transitions):
         run = current.get(transition.run_id)
         if run is None:
@@ -90,27 +95,24 @@ def plan(
         result.outcomes.append(TransitionOutcome(transition, reason, run.state, run.epoch))
         if reason is not None:
             continue
-        item = replace(locked[run.id], run=run)
-        after = moved(item, run, transition)
-        round_index, writes[run.id] = writes[run.id], writes[run.id] + 1
-        if round_index == len(result.rounds):
-            result.rounds.append([])
-        result.rounds[round_index].append((index, Change(item, after, transition.at, detail)))
+        after = moved(locked[run.id], run, transition)
+        hops.setdefault(run.id, []).append((index, after, transition.at))
         current[run.id] = after
+    for run_id, path in hops.items():
+        *steps, (_, after, at) = path
+        change = Change(
+            locked[run_id], after, at, detail, tuple((run, when) for _, run, when in steps)
+        )
+        result.changes.append(([index for index, _, _ in path], change))
     return result
 
 
-async def apply(
-    connection: AsyncConnection, rounds: Sequence[Sequence[Change]]
-) -> list[dict[UUID, Run]]:
-    """Write rounds of changes in order; returns the written attempts of each round by id."""
-    written: list[dict[UUID, Run]] = []
-    for changes in rounds:
-        runs = await write_changes(connection, changes)
-        if len(runs) != len(changes):  # the rows are locked: this is a planning bug
-            raise RuntimeError("a planned transition was refused by the ledger's guard")
-        written.append({run.id: run for run in runs})
-    return written
+async def apply(connection: AsyncConnection, changes: Sequence[Change]) -> dict[UUID, Run]:
+    """Write the changes in one statement; returns the written attempts by id."""
+    runs = await write_changes(connection, changes)
+    if len(runs) != len(changes):  # the rows are locked: this is a planning bug
+        raise RuntimeError("a planned transition was refused by the ledger's guard")
+    return {run.id: run for run in runs}
 
 
 @dataclass(slots=True)
@@ -182,22 +184,26 @@ async def record(
         return []
     locked = await lock_ids(connection, [transition.run_id for transition in transitions])
     judged = plan(transitions, locked, detail or {})
-    written = await apply(connection, [[change for _, change in r] for r in judged.rounds])
-    final = {run_id: run for round_runs in written for run_id, run in round_runs.items()}
-    settlement = await settle(connection, _ended(locked, final.values()), jitter, lost_retry_limit)
+    written = await apply(connection, [change for _, change in judged.changes])
+    ended = _ended(locked, written.values())
+    settlement = await settle(connection, ended, jitter, lost_retry_limit)
     at = max(transition.at for transition in transitions)
-    await notify_if_due(connection, [*final.values(), *settlement.unblocked], at)
+    await notify_if_due(connection, [*written.values(), *settlement.unblocked], at)
     return _outcomes(judged, written, settlement)
 
 
 def _outcomes(
-    judged: Plan, written: Sequence[Mapping[UUID, Run]], settlement: Settlement
+    judged: Plan, written: Mapping[UUID, Run], settlement: Settlement
 ) -> list[TransitionOutcome]:
-    """Fill the applied outcomes with the attempts as written and any retry they caused."""
+    """Fill the applied outcomes with the attempts as written and any retry they caused.
+
+    A step's outcome carries the attempt as it was at that step (never terminal: terminal
+    states have no way out, so they can only come last).
+    """
     outcomes = list(judged.outcomes)
-    for round_changes, round_runs in zip(judged.rounds, written, strict=True):
-        for index, change in round_changes:
-            run = round_runs[change.after.id]
+    for indices, change in judged.changes:
+        runs = [run for run, _ in change.steps] + [written[change.after.id]]
+        for index, run in zip(indices, runs, strict=True):
             outcomes[index] = replace(
                 outcomes[index],
                 current_state=run.state,
