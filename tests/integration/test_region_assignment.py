@@ -23,6 +23,9 @@ from taskmesh.common.rpc.values import RUN_STATES, timestamp
 from taskmesh.common.topology import BreakerConfig, RegionBreakers
 
 QUIET = 0.5  # seconds to wait for something that must not happen
+BREAKER_OPEN = cluster_pb2.BREAKER_STATE_OPEN
+BREAKER_HALF_OPEN = cluster_pb2.BREAKER_STATE_HALF_OPEN
+BREAKER_CLOSED = cluster_pb2.BREAKER_STATE_CLOSED
 
 
 async def test_assignment_order_follows_priority(database_url: str, ledger: Ledger) -> None:
@@ -189,3 +192,36 @@ async def test_a_run_given_back_unstarted_is_assigned_again(
         await worker.wait_for(lambda m: m.WhichOneof("body") == "ack")
         assert worker.acked() == {assignment.run.run_id}
         await run_state(ledger, run.run_id, RunState.ASSIGNED)
+
+
+async def test_a_kind_breaker_is_half_open_while_its_trial_runs(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The region's view shows the trial: open, half-open while it runs, closed once it passed."""
+    reset = timedelta(milliseconds=300)
+    breakers = RegionBreakers(kind=BreakerConfig(fail_max=1, reset_timeout=reset))
+    first, trial, after = await claim(ledger, *(task(f"k{i}", kind="k") for i in range(3)))
+
+    def kind_state(status: cluster_pb2.RegionStatus) -> int:
+        return next(b.state for b in status.kind_breakers if b.kind == "k")
+
+    async with (
+        running_region(database_url, breakers=breakers) as region,
+        connected(region, "w1", slots=4) as worker,
+    ):
+        await region.delegate([first])
+        (assigned,) = await worker.assigned(1)
+        await worker.start(assigned.run)
+        await worker.finish(assigned.run, RunState.FAILED, exit_code=1)
+        await eventually(region.describe, lambda s: kind_state(s) == BREAKER_OPEN)
+        await region.delegate([trial, after])
+        one = (await worker.assigned(2))[1]  # once due, exactly one trial goes out
+        assert one.run.run_id == str(trial.run_id)
+        status = await region.describe()
+        assert (kind_state(status), status.queue_depth) == (BREAKER_HALF_OPEN, 1)
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 2  # the other run waits for the trial's outcome
+        await worker.start(one.run)
+        await worker.finish(one.run, RunState.SUCCEEDED)
+        await eventually(region.describe, lambda s: kind_state(s) == BREAKER_CLOSED)
+        await worker.assigned(3)
