@@ -18,9 +18,9 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import grpc
@@ -37,6 +37,8 @@ from taskmesh.common.rpc.tasks import task_spec_to_proto
 pytestmark = pytest.mark.slow
 
 BREAKER_OPEN, BREAKER_CLOSED = cluster_pb2.BREAKER_STATE_OPEN, cluster_pb2.BREAKER_STATE_CLOSED
+T = TypeVar("T")
+TAKEOVER_LINE = "dispatcher: this master now dispatches"
 FINISH_TIMEOUT = 240.0  # generous: catches hangs, not slowness
 BATCH = 500  # tasks per SubmitWorkflow call
 
@@ -148,6 +150,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout:g} s")
         time.sleep(0.05)
+
+
+def wait_for_value(probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``probe`` until it returns a value; fail after ``timeout`` seconds."""
+    found: list[T] = []
+
+    def got() -> bool:
+        value = probe()
+        if value is not None:
+            found.append(value)
+        return bool(found)
+
+    wait_for(got, timeout)
+    return found[0]
+
+
+def delegated(cluster: ChaosCluster, task_id: UUID) -> datetime | None:
+    """When the task's latest run was delegated (via the master's API); None before."""
+    try:
+        with cluster.client() as client:
+            run = client.get(task_id).latest_run
+    except TaskmeshError:
+        return None
+    return None if run is None else run.delegated_at
 
 
 def count_in(cluster: ChaosCluster, state: RunState, region: str) -> int:
@@ -299,12 +325,30 @@ def test_ledger_restart_under_load(scenario: Scenario, full: bool) -> None:
 
 
 def test_standby_master_takes_over(scenario: Scenario, full: bool) -> None:
-    """Two masters; the first is SIGKILLed, then a region dies: the standby reaps it."""
+    """Two masters; the first is SIGKILLed, then a region dies: the standby reaps it.
+
+    The takeover time is from the SIGKILL until the standby holds the dispatcher lock (its log
+    says so) and until a task submitted right after the kill is delegated.
+    """
     cluster = scenario.cluster
-    cluster.start_master()
+    standby = cluster.start_master()
     first = cluster.masters[0]
+    log_start = standby.log_path.stat().st_size
+    killed_at, killed = datetime.now(UTC), time.monotonic()
     first.kill()
     cluster.masters.remove(first)
+    (probe,) = scenario.submit(1, seconds=0.05, region="us", placement=Placement.STRICT)
+
+    def holds_lock() -> bool:
+        log = standby.log_path.read_bytes()[log_start:].decode(errors="replace")
+        return TAKEOVER_LINE in log
+
+    wait_for(holds_lock, 60.0)
+    lock_s = time.monotonic() - killed
+    delegated_at = wait_for_value(lambda: delegated(cluster, probe), 60.0)
+    takeover_s = (delegated_at - killed_at).total_seconds()
+    print(f"standby takeover: lock after {lock_s:.2f} s, dispatching after {takeover_s:.2f} s")
+    scenario.notes = f"takeover {takeover_s:.1f} s (lock {lock_s:.1f} s)"
     count = 200 if full else 24
     scenario.submit(count, seconds=0.3, region="eu")
     wait_for(lambda: queue_depth(cluster, "eu") >= count // 4)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_region_harness import (
     FakeWorker,
+    RunningRegion,
     claim,
     connected,
     eventually,
@@ -17,7 +18,7 @@ from test_region_harness import (
 )
 
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import RunState
+from taskmesh.common.model import ClaimedRun, Executor, RunState
 from taskmesh.common.rpc import cluster_pb2, region_pb2
 from taskmesh.common.rpc.values import RUN_STATES, timestamp
 from taskmesh.common.topology import BreakerConfig, RegionBreakers
@@ -187,11 +188,74 @@ async def test_a_run_given_back_unstarted_is_assigned_again(
         await worker.send(
             region_pb2.WorkerMessage(results=region_pb2.RunResults(results=[refusal]))
         )
-        again = (await worker.assigned(2))[1]
-        assert again.run == assignment.run
         await worker.wait_for(lambda m: m.WhichOneof("body") == "ack")
         assert worker.acked() == {assignment.run.run_id}
+        await run_state(ledger, run.run_id, RunState.DELEGATED)
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 1  # nothing more until it advertises room again
+        await worker.heartbeat(free_slots=2)
+        again = (await worker.assigned(2))[1]
+        assert again.run == assignment.run
         await run_state(ledger, run.run_id, RunState.ASSIGNED)
+
+
+async def taken_back_unstarted(
+    region: RunningRegion, ledger: Ledger, run: ClaimedRun
+) -> region_pb2.RunRef:
+    """Assign ``run`` to worker w1, whose stream then breaks before it reports the start."""
+    first = FakeWorker(region.address, "w1")
+    await first.connect()
+    await region.delegate([run])
+    (assignment,) = await first.assigned(1)
+    await run_state(ledger, run.run_id, RunState.ASSIGNED)
+    await first.drop()
+    await run_state(ledger, run.run_id, RunState.DELEGATED)  # back in the queue, unstarted
+    return assignment.run
+
+
+async def test_a_run_taken_back_unstarted_that_did_start_returns_to_its_worker(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The worker reconnects reporting the run running: the region gives it back to the
+    worker, instead of abandoning it there and sending the same attempt out again (run twice,
+    or ignored by that worker as a duplicate and left ``assigned`` for good)."""
+    (run,) = await claim(ledger, task())
+    async with running_region(database_url) as region:
+        ref = await taken_back_unstarted(region, ledger, run)
+        again = FakeWorker(region.address, "w1")
+        welcome = await again.connect(running=[ref])
+        try:
+            assert list(welcome.abandon) == []
+            held = await run_state(ledger, run.run_id, RunState.RUNNING)
+            assert held.worker_id == "w1"
+            await asyncio.sleep(QUIET)
+            assert again.assignments() == []  # not sent out again
+            await again.finish(ref, RunState.SUCCEEDED)
+            await run_state(ledger, run.run_id, RunState.SUCCEEDED)
+            assert (await region.describe()).queue_depth == 0
+        finally:
+            await again.drop()
+
+
+async def test_a_result_of_a_run_taken_back_unstarted_is_recorded_not_run_again(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The run finished while the stream was down: its result, re-sent on the new stream, is
+    recorded and the run leaves the queue instead of being executed a second time."""
+    (run,) = await claim(ledger, task())
+    async with running_region(database_url) as region:
+        ref = await taken_back_unstarted(region, ledger, run)
+        # Back without the no-op executor, so the queued run cannot be re-assigned meanwhile.
+        again = FakeWorker(region.address, "w1", executors=(Executor.SHELL,))
+        await again.connect()
+        try:
+            await again.finish(ref, RunState.SUCCEEDED)
+            finished = await run_state(ledger, run.run_id, RunState.SUCCEEDED)
+            assert finished.worker_id == "w1"
+            assert (await region.describe()).queue_depth == 0
+            assert again.acked() == {ref.run_id}
+        finally:
+            await again.drop()
 
 
 async def test_a_kind_breaker_is_half_open_while_its_trial_runs(
