@@ -289,3 +289,28 @@ async def test_a_kind_breaker_is_half_open_while_its_trial_runs(
         await worker.finish(one.run, RunState.SUCCEEDED)
         await eventually(region.describe, lambda s: kind_state(s) == BREAKER_CLOSED)
         await worker.assigned(3)
+
+
+async def test_a_worker_whose_stream_keeps_breaking_gets_no_runs_while_its_breaker_is_open(
+    database_url: str, ledger: Ledger
+) -> None:
+    """Two broken streams in a row open w1's breaker: the view shows it, and w2 gets the runs."""
+    breakers = RegionBreakers(worker=BreakerConfig(fail_max=2, reset_timeout=timedelta(minutes=5)))
+    runs = await claim(ledger, task("a"), task("b"))
+    async with running_region(database_url, breakers=breakers) as region:
+        for _ in range(2):
+            flaky = FakeWorker(region.address, "w1")
+            await flaky.connect()
+            await flaky.drop()
+            await eventually(region.describe, lambda status: len(status.workers) == 0)
+        async with connected(region, "w1") as w1, connected(region, "w2") as w2:
+            status = await region.describe()
+            breakers_seen = {w.id: w.breaker_status for w in status.workers}
+            assert breakers_seen["w1"].state == BREAKER_OPEN
+            assert breakers_seen["w1"].failures == 2
+            assert breakers_seen["w1"].HasField("trial_at")
+            assert breakers_seen["w2"].state == BREAKER_CLOSED
+            await region.delegate(runs)
+            assert len(await w2.assigned(2)) == 2
+            await asyncio.sleep(QUIET)
+            assert w1.assignments() == []
