@@ -5,6 +5,11 @@ transaction, sends each region its runs as one Delegate call (all regions at onc
 back to pending, at once, every run a region refused or did not receive. Rounds follow each
 other without pause while claims come back full, so a burst drains at the speed of the ledger;
 otherwise the dispatcher sleeps until a NOTIFY (``wake``) or the dispatch interval.
+
+Each region's delivery is a task of its own: a round waits for it ``ROUND_WAIT`` at most, and a
+delivery still out then (a frozen region, retried up to its deadline) finishes by itself,
+settling its runs, while the next rounds go on for the other regions and give the slow one
+nothing more until it answered.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from taskmesh.common.retry_policies import ledger_backoff, refusal_park
 from taskmesh.common.topology import MasterConfig
 from taskmesh.master.clock import Clock, utc_now
 from taskmesh.master.metrics import MasterMetrics
-from taskmesh.master.region_clients import CALL_FAILURES, Refusal, RegionClients, failure_text
+from taskmesh.master.region_clients import (
+    CALL_FAILURES,
+    ROUND_WAIT,
+    Refusal,
+    RegionClients,
+    failure_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,11 @@ class BatchResult:
     def bounced(self) -> bool:
         """True when the region refused runs it will refuse again."""
         return bool(self.refused)
+
+    @property
+    def released(self) -> int:
+        """Runs put back to pending or parked."""
+        return len(self.unaccepted) + len(self.refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._unreleased: list[RunKey] = []
         self._refusals: dict[UUID, int] = {}  # refusals in a row per run, for its backoff
+        self._deliveries: set[asyncio.Task[BatchResult]] = set()  # still out
 
     def wake(self) -> None:
         """Runs may have become due: start a round now."""
@@ -121,10 +138,18 @@ class Dispatcher:
             await self._pause(max(self._interval, STANDBY_RETRY), wakeable=False)
 
     async def _dispatch(self, leadership: Leadership) -> None:
-        """Rounds until stopped or the dispatch lock is lost."""
-        while not self._stopping.is_set() and not leadership.lost.is_set():
-            pause, wakeable = await self._burst()
-            await self._pause(pause, wakeable=wakeable)
+        """Rounds until stopped or the dispatch lock is lost; then the deliveries still out."""
+        try:
+            while not self._stopping.is_set() and not leadership.lost.is_set():
+                pause, wakeable = await self._burst()
+                await self._pause(pause, wakeable=wakeable)
+        finally:
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Return once every delivery still out has finished and settled its runs."""
+        while self._deliveries:
+            await asyncio.wait(set(self._deliveries))
 
     async def _burst(self) -> tuple[float, bool]:
         """Rounds while claims come back full; then the pause, and whether a NOTIFY may end it."""
@@ -160,22 +185,39 @@ class Dispatcher:
         if not claimed:
             return RoundOutcome()
         batches = by_region(claimed)
-        names = list(batches)
-        results = await asyncio.gather(*(self._deliver(name, batches[name]) for name in names))
-        unaccepted = [key for result in results for key in result.unaccepted]
-        refused = [
-            (name, item) for name, r in zip(names, results, strict=True) for item in r.refused
-        ]
-        await self._release(unaccepted)
-        await self._park(refused)
+        deliveries = [self._start_delivery(name, runs) for name, runs in batches.items()]
+        done, _ = await asyncio.wait(deliveries, timeout=ROUND_WAIT)
+        results = [delivery.result() for delivery in deliveries if delivery in done]
         return RoundOutcome(
             claimed=len(claimed),
             accepted=sum(result.accepted for result in results),
-            released=len(unaccepted) + len(refused),
+            released=sum(result.released for result in results),
             full=len(claimed) >= offered,
             bounced=any(result.bounced for result in results),
-            batches={name: len(batches[name]) for name in names},
+            batches={name: len(runs) for name, runs in batches.items()},
         )
+
+    def _start_delivery(self, region: str, runs: Sequence[ClaimedRun]) -> asyncio.Task[BatchResult]:
+        """Deliver one region its batch in a task of its own, tracked until it is done."""
+        delivery = asyncio.create_task(
+            self._deliver_and_settle(region, runs), name=f"delegate-{region}"
+        )
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._delivered)
+        return delivery
+
+    def _delivered(self, delivery: asyncio.Task[BatchResult]) -> None:
+        """Stop tracking a finished delivery; log a failure nobody else will see."""
+        self._deliveries.discard(delivery)
+        if not delivery.cancelled() and (error := delivery.exception()) is not None:
+            log.error("dispatcher: a delivery failed: %r", error, exc_info=error)
+
+    async def _deliver_and_settle(self, region: str, runs: Sequence[ClaimedRun]) -> BatchResult:
+        """Deliver a batch, then release what the region did not take and park its refusals."""
+        result = await self._deliver(region, runs)
+        await self._release(result.unaccepted)
+        await self._park([(region, item) for item in result.refused])
+        return result
 
     async def _deliver(self, region: str, runs: Sequence[ClaimedRun]) -> BatchResult:
         """Send one region its batch; everything it did not take is to be released."""

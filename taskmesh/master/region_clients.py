@@ -3,11 +3,15 @@
 Every call that changes a region (Delegate, Cancel, Reprioritise) goes through the region's
 pybreaker breaker and, except credit probes, through the delegation retry policy. A probe is
 one empty Delegate with a short deadline: the dispatcher must not stall on a silent region.
+A region with a probe or a delivery still out is ``busy``: the dispatcher neither waits for it
+(beyond a short bound) nor gives it more work until it answers, so a frozen region holds up
+no other region.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DELEGATE_TIMEOUT = 5.0  # seconds one Delegate/Cancel/Reprioritise attempt may take
 PROBE_TIMEOUT = 1.0  # seconds a credit probe may take
+PROBE_WAIT = 0.5  # seconds a dispatch round waits for probes; a slower one answers later
+ROUND_WAIT = 1.0  # seconds a dispatch round waits for deliveries; a slower one settles later
 DESCRIBE_TIMEOUT = 1.0  # seconds a status call may take
 MAX_BATCH = 500  # runs per Delegate call, whatever credit a region advertises
 CALL_FAILURES = (grpc.aio.AioRpcError, CircuitBreakerError)
@@ -80,6 +86,7 @@ class RegionClient:
         self._retry = config.delegation_retry
         self._master_id = master_id
         self._heard_at = -math.inf  # monotonic time of the last answer or failure
+        self._calls = 0  # probes and deliveries still out
         self._trial = asyncio.Lock()
         self._channel = aio_channel(address, config.tls, message_size_options())
         self._stub = region_pb2_grpc.RegionStub(self._channel)
@@ -88,6 +95,11 @@ class RegionClient:
     def breaker_state(self) -> str:
         """pybreaker's state name: ``closed``, ``open`` or ``half-open``."""
         return self.breaker.state
+
+    @property
+    def busy(self) -> bool:
+        """True while a probe or a delivery to the region is still out."""
+        return self._calls > 0
 
     def needs_probe(self, now: float, interval: float) -> bool:
         """True when the credit is unknown or zero and was last heard of ``interval`` ago."""
@@ -102,9 +114,10 @@ class RegionClient:
         request = region_pb2.DelegateRequest(
             runs=[claimed_run_to_proto(run) for run in runs], master_id=self._master_id
         )
-        response = await self._recorded(
-            self._retried(lambda: self._stub.Delegate(request, timeout=DELEGATE_TIMEOUT))
-        )
+        with self._out():
+            response = await self._recorded(
+                self._retried(lambda: self._stub.Delegate(request, timeout=DELEGATE_TIMEOUT))
+            )
         self._heard(response.credit, response.queue_depth)
         refused = tuple(
             Refusal(item.run_id, region_pb2.RefusalReason.Name(item.reason), item.detail)
@@ -116,9 +129,10 @@ class RegionClient:
         """Ask for the credit with an empty Delegate (one try); None when unreachable."""
         request = region_pb2.DelegateRequest(master_id=self._master_id)
         try:
-            response = await self._recorded(
-                self._guarded(lambda: self._stub.Delegate(request, timeout=PROBE_TIMEOUT))
-            )
+            with self._out():
+                response = await self._recorded(
+                    self._guarded(lambda: self._stub.Delegate(request, timeout=PROBE_TIMEOUT))
+                )
         except CALL_FAILURES as error:
             log.debug("region %s: credit probe failed: %s", self.name, failure_text(error))
             return None
@@ -173,6 +187,15 @@ class RegionClient:
                 log.warning("region %s answered with a malformed run id %r", self.name, text)
         return frozenset(ids)
 
+    @contextlib.contextmanager
+    def _out(self) -> Iterator[None]:
+        """Count a probe or delivery as out (``busy``) until it returns or fails."""
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
+
     def _heard(self, credit: int, queue_depth: int) -> None:
         """Remember what the region last advertised."""
         self.credit = max(0, credit)
@@ -213,6 +236,7 @@ class RegionClients:
     def __init__(self, clients: Sequence[RegionClient]) -> None:
         """Hold ``clients``; see ``for_topology``."""
         self._clients = {client.name: client for client in clients}
+        self._probes: set[asyncio.Task[int | None]] = set()  # probes a round stopped waiting for
 
     @classmethod
     def for_topology(
@@ -247,21 +271,33 @@ class RegionClients:
         except KeyError:
             raise NotFoundError(f'unknown region "{name}"') from None
 
-    async def credits(self, probe_interval: float) -> dict[str, int]:
-        """Each reachable region's credit (capped per batch), probing where it is not known."""
+    async def credits(self, probe_interval: float, wait: float = PROBE_WAIT) -> dict[str, int]:
+        """Each reachable region's credit (capped per batch), probing where it is not known.
+
+        Probes are waited for ``wait`` seconds at most; one still out then finishes on its own.
+        A busy region counts as taking work but full (0), so its ``prefer`` runs do not spill
+        while a slow answer is on its way; an unreachable one (credit unknown, breaker open) is
+        left out.
+        """
         now = time.monotonic()
-        stale = [client for client in self if client.needs_probe(now, probe_interval)]
+        stale = [c for c in self if not c.busy and c.needs_probe(now, probe_interval)]
         if stale:
-            await asyncio.gather(*(client.probe() for client in stale))
+            probes = [asyncio.create_task(c.probe(), name=f"probe-{c.name}") for c in stale]
+            self._probes.update(probes)
+            for probe in probes:
+                probe.add_done_callback(self._probes.discard)
+            await asyncio.wait(probes, timeout=wait)
         return {
-            client.name: min(client.credit, MAX_BATCH)
+            client.name: 0 if client.busy else min(client.credit, MAX_BATCH)
             for client in self
             if client.credit is not None and client.breaker_state != "open"
         }
 
     async def close(self) -> None:
-        """Close every channel."""
+        """Close every channel (calls in flight fail) and wait for the probes still out."""
         await asyncio.gather(*(client.close() for client in self))
+        if self._probes:
+            await asyncio.wait(set(self._probes))
 
 
 def failure_text(error: BaseException) -> str:

@@ -75,7 +75,7 @@ class Assigner:
             board.begin(held.run_id, held.kind, worker.id)
             batches[worker].append(held)
         for queued in put_back:
-            self._runtime.requeue(queued)
+            self._runtime.requeue(queued, wake=False)
         self._send(batches, now)
         return sum(len(runs) for runs in batches.values())
 

@@ -3,7 +3,9 @@
 Outcomes reach the region after the fact (a result message, a dropped stream), so each one is
 recorded as one guarded call, ``with breaker.calling(): raise failure`` or an empty block for
 a success, the asyncio-safe form of pybreaker (STYLE.md). pybreaker lets every call through
-while half-open; the region gates that itself to one trial run per breaker at a time.
+while half-open; the region gates that itself to one trial run per breaker at a time. A breaker
+turns half-open when its trial run is let through (not when its outcome comes back), so the
+cluster view shows the trial while it runs; while a trial is out, only its own outcome decides.
 """
 
 from __future__ import annotations
@@ -57,24 +59,33 @@ class Breaker(breakers.Breaker):
 
     def begin(self, run_id: UUID) -> None:
         """Note that ``run_id`` was let through; when not closed, it is the one trial."""
-        if self.state != pybreaker.STATE_CLOSED:
-            self._trial = run_id
+        if self.state == pybreaker.STATE_CLOSED:
+            return
+        self._trial = run_id
+        if self.state == pybreaker.STATE_OPEN:
+            self.circuit.half_open()
 
     def settle(self, run_id: UUID) -> None:
         """``run_id`` left without a counted outcome: free the trial slot if it held it."""
         if self._trial == run_id:
             self._trial = None
 
-    def succeed(self) -> None:
+    def succeed(self, run_id: UUID | None = None) -> None:
         """Count a success: resets the failure count, closes a half-open breaker."""
-        self._record(None)
+        self._record(None, run_id)
 
-    def fail(self, failure: OutcomeFailure) -> None:
+    def fail(self, failure: OutcomeFailure, run_id: UUID | None = None) -> None:
         """Count a failure; ``fail_max`` in a row open the breaker."""
-        self._record(failure)
+        self._record(failure, run_id)
 
-    def _record(self, failure: OutcomeFailure | None) -> None:
-        """One guarded call whose body fails or not; an open breaker ignores it."""
+    def _record(self, failure: OutcomeFailure | None, run_id: UUID | None) -> None:
+        """One guarded call whose body fails or not; an open breaker ignores it.
+
+        While a trial is out, the outcome of another run (let through before the breaker
+        opened, finishing late) is not counted: it says nothing of the downstream now.
+        """
+        if run_id is not None and self._trial not in (None, run_id):
+            return
         self._trial = None
         with (
             contextlib.suppress(pybreaker.CircuitBreakerError, OutcomeFailure),
@@ -131,9 +142,9 @@ class BreakerBoard:
         if kind is None:
             return
         if state in KIND_FAILURES:
-            self.kind(kind).fail(ExecutionFailure(f"a {kind} run ended {state}"))
+            self.kind(kind).fail(ExecutionFailure(f"a {kind} run ended {state}"), run_id)
         elif state in KIND_SUCCESSES:
-            self.kind(kind).succeed()
+            self.kind(kind).succeed(run_id)
         else:
             self.kind(kind).settle(run_id)
 

@@ -4,9 +4,11 @@ A result is acked only once the ledger took it or refused it for good (stale epo
 recorded, illegal), never before: until then the worker keeps it in its outbox. A run a worker
 gave back without starting it (a FAILED result with no ``started_at``: no free slot, draining)
 did not execute; it goes back to the queue, up to ``MAX_BOUNCES`` times, after which the
-failure is recorded so a run no worker will start cannot circulate forever. A run the worker's
-executor policy refused (``refused_by_policy``) is recorded failed at once: the pool shares one
-policy, so no other worker would run it either.
+failure is recorded so a run no worker will start cannot circulate forever. The worker gets no
+more runs until its next heartbeat advertises free slots. A result (or start) of a run taken
+back as unstarted that the worker did run returns the run to it (``RegionRuntime.reclaim``).
+A run the worker's executor policy refused (``refused_by_policy``) is recorded failed at once:
+the pool shares one policy, so no other worker would run it either.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class ResultRecorder:
         """The transitions that record one result (none when the region overrides it)."""
         state = messages.result_state(result)
         run_id, epoch = messages.run_key(result.run)
-        if self._runtime.overrides(worker.id, run_id, epoch):
-            return []
         held = self._runtime.held_by(worker.id, run_id, epoch)
+        if held is None and result.HasField("started_at"):  # it ran: not to be run again
+            held = self._runtime.reclaim(worker.id, run_id, epoch)
+        if held is None and self._runtime.overrides(worker.id, run_id, epoch):
+            return []
         executed = result.HasField("started_at") or (held is not None and held.started)
         bounces = not result.refused_by_policy
         if held is not None and bounces and self._bounce(worker, held, state, executed):
@@ -84,7 +88,9 @@ class ResultRecorder:
         if queued.bounces >= MAX_BOUNCES:
             return False
         queued.bounces += 1
-        worker.free_slots = min(worker.slots, worker.free_slots + 1)
+        # It had no room, or is leaving: nothing more for it (not even this run again, under
+        # the same epoch) until a heartbeat advertises free slots; another worker may take it.
+        worker.free_slots = 0
         if not worker.draining:
             self._runtime.board.record_worker_failure(worker.id, "gave back a run unstarted")
         self._runtime.take_back(held, "gave it back unstarted")

@@ -93,17 +93,44 @@ class RegionRuntime:
             return self.held_by(worker_id, run_id, epoch) is None
         return self.registry.gave_up(worker_id, run_id, epoch)
 
+    def reclaim(self, worker_id: str, run_id: UUID, epoch: int) -> HeldRun | None:
+        """Give a worker back a run taken from it as unstarted that it did start after all.
+
+        A run is taken back unstarted when its worker's stream ends before the region heard of
+        its start (the start was in flight, or the region was frozen). When the worker then
+        reports it running or finished and it still waits in the queue under that epoch, it is
+        the worker's again (recorded ``assigned``; the caller records the rest): sending the
+        same attempt out once more would run it twice, or, to the same worker, be ignored as a
+        duplicate and leave it ``assigned`` for good.
+        """
+        queued = self.queue.get(str(run_id))
+        worker = self.registry.get(worker_id)
+        if queued is None or queued.epoch != epoch or worker is None:
+            return None
+        if not self.registry.gave_up(worker_id, run_id, epoch):
+            return None
+        self.queue.remove(str(run_id))
+        held = HeldRun(run_id, epoch, worker_id, queued)
+        self.registry.hold(worker, held)
+        self.writer.record([held.transition(RunState.ASSIGNED, self.now())])
+        return held
+
     def enqueue(self, queued: QueuedRun) -> None:
         """Queue a delegated run (the caller checked credit)."""
         self.queue.push(queued.key, queued.claimed.kind, queued.priority, queued)
         self.wake()
 
-    def requeue(self, queued: QueuedRun) -> None:
-        """Put a run back in the queue with the wait it already had."""
+    def requeue(self, queued: QueuedRun, *, wake: bool = True) -> None:
+        """Put a run back in the queue with the wait it already had.
+
+        ``wake=False`` for a run the assigner itself puts back (no worker can take it now):
+        waking would only spin the assigner until a worker or credit changes.
+        """
         self.queue.restore(
             queued.key, queued.claimed.kind, queued.priority, queued, queued.enqueued_at
         )
-        self.wake()
+        if wake:
+            self.wake()
 
     def withdraw(self, held: HeldRun, reason: str) -> None:
         """Take a run off its worker for good and tell the worker to stop it."""

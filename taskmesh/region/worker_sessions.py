@@ -69,11 +69,10 @@ class WorkerSessions:
         transitions = []
         for start in message.runs:
             run_id, epoch = messages.run_key(start.run)
-            if self._runtime.overrides(worker.id, run_id, epoch):
+            held = self._held_or_reclaimed(worker, run_id, epoch)
+            if held is None and self._runtime.overrides(worker.id, run_id, epoch):
                 continue
-            held = self._runtime.held_by(worker.id, run_id, epoch) or self._adopt(
-                worker, run_id, epoch
-            )
+            held = held or self._adopt(worker, run_id, epoch)
             held.started = True
             at = instant(start.started_at) if start.HasField("started_at") else self._runtime.now()
             transitions.append(held.transition(RunState.RUNNING, at))
@@ -134,13 +133,25 @@ class WorkerSessions:
                 self._runtime.take_back(held, "reconnected without it")
 
     def _keep(self, worker: ConnectedWorker, run_id: UUID, epoch: int) -> bool:
-        """Whether a run the worker reports running stays with it (held or adopted)."""
-        if self._runtime.held_by(worker.id, run_id, epoch) is not None:
+        """Whether a run the worker reports running stays with it (held, reclaimed or adopted)."""
+        held = self._held_or_reclaimed(worker, run_id, epoch)
+        if held is not None:
+            if not held.started:  # reclaimed: it runs, as the worker says
+                held.started = True
+                at = self._runtime.now()
+                self._runtime.writer.record([held.transition(RunState.RUNNING, at)])
             return True
         if self._runtime.overrides(worker.id, run_id, epoch):
             return False
         self._adopt(worker, run_id, epoch)
         return True
+
+    def _held_or_reclaimed(
+        self, worker: ConnectedWorker, run_id: UUID, epoch: int
+    ) -> HeldRun | None:
+        """The worker's hold on a run it reports started: held, or reclaimed from the queue."""
+        held = self._runtime.held_by(worker.id, run_id, epoch)
+        return held or self._runtime.reclaim(worker.id, run_id, epoch)
 
     def _adopt(self, worker: ConnectedWorker, run_id: UUID, epoch: int) -> HeldRun:
         """Hold a run the region did not know this worker runs (the ledger fences its writes)."""

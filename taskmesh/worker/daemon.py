@@ -108,6 +108,9 @@ class Worker:
             self._stop_reason = reason
             self._grace = min(grace, self._grace) if grace is not None else self._grace
             self.foreman.draining = True
+            # At once, ahead of any refusal: a region that does not know yet would count each
+            # run refused for draining as a failure of this worker and offer it here again.
+            self.link.announce_draining(reason, self._grace)
             self._stopping.set()
         if force:
             self._forced.set()
@@ -219,7 +222,6 @@ class Worker:
             self.slots.in_use,
             grace,
         )
-        self.link.announce_draining(self._stop_reason, grace)
         if not await self._within(self.slots.wait_idle(), grace):
             reason = f"worker shut down ({self._stop_reason}) before the run finished"
             count = self.slots.stop_all(Stop(StopKind.SHUTDOWN, reason))

@@ -30,6 +30,8 @@ from taskmesh.common.readiness import READY_PREFIX, parse_ready_line
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+KIND_FAIL_MAX = 3  # failed runs of a kind in a row that open its breaker in a region
+KIND_RESET = 1.0  # seconds an open kind breaker waits before its trial run
 
 
 def chaos_topology(database_url: str, workers: int, slots: int) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def chaos_topology(database_url: str, workers: int, slots: int) -> dict[str, Any
         "shutdown_timeout": "10s",
         "lost_run_retries": 5,
         "workers": worker,
+        "breakers": {"kind": {"fail_max": KIND_FAIL_MAX, "reset_timeout": f"{KIND_RESET:g}s"}},
     }
     return {
         "ledger": {"url": database_url},
@@ -157,6 +160,7 @@ class ChaosCluster:
         self.topology_path = base / "topology.yaml"
         self.topology_path.write_text(yaml.safe_dump(chaos_topology(server.url(database), **sizes)))
         self.workers_per_region = sizes["workers"]
+        self.slots_per_worker = sizes["slots"]
         self.log_dir = base / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.regions: dict[str, Daemon] = {}

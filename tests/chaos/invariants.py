@@ -75,6 +75,11 @@ class InvariantChecker:
         latest = _latest_states(runs)
         return sum(1 for task in task_ids if latest.get(task) not in TERMINAL)
 
+    def attempt_states(self, task_ids: list[UUID]) -> Counter[str]:
+        """How many attempts of these tasks are in each state (retries are attempts too)."""
+        runs = asyncio.run(self._fetch(RUNS, task_ids))
+        return Counter(row["state"] for row in runs)
+
     def check(self, tokens: dict[UUID, str]) -> Report:
         """Check every invariant for the tasks in ``tokens`` (task id → execution token)."""
         task_ids = list(tokens)

@@ -8,27 +8,37 @@ the fault until every run the scenario submitted has finished.
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 from uuid import UUID
 
 import grpc
 import pytest
-from chaos_cluster import ChaosCluster
+from chaos_cluster import KIND_FAIL_MAX, ChaosCluster
 from chaos_table import ChaosTable
 from invariants import InvariantChecker, Report
 
 from taskmesh.common.errors import TaskmeshError
-from taskmesh.common.model import Placement, RunState, TaskSpec
+from taskmesh.common.model import DEFAULT_KIND, Placement, RetryPolicy, RunState, TaskSpec
 from taskmesh.common.rpc import cluster_pb2, scheduler_pb2, scheduler_pb2_grpc
 from taskmesh.common.rpc.tasks import task_spec_to_proto
 
 pytestmark = pytest.mark.slow
 
+BREAKER_OPEN, BREAKER_CLOSED = cluster_pb2.BREAKER_STATE_OPEN, cluster_pb2.BREAKER_STATE_CLOSED
+T = TypeVar("T")
+TAKEOVER_LINE = "dispatcher: this master now dispatches"
 FINISH_TIMEOUT = 240.0  # generous: catches hangs, not slowness
 BATCH = 500  # tasks per SubmitWorkflow call
 
@@ -45,6 +55,7 @@ class Scenario:
         self.table = table
         self.tokens: dict[UUID, str] = {}
         self.fault_at = time.monotonic()
+        self.notes = ""  # the scenario's own figures, for the table
 
     def submit(
         self,
@@ -53,27 +64,48 @@ class Scenario:
         seconds: float,
         region: str | None = None,
         placement: Placement | None = None,
-    ) -> None:
-        """Submit ``count`` one-shot tasks that sleep, then record their execution.
+        kind: str = DEFAULT_KIND,
+        failing_while: Path | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[UUID]:
+        """Submit ``count`` one-shot tasks that sleep, then record their execution; their ids.
 
         They go in as one workflow without dependencies (one transaction per 500 tasks), so a
         region gets a real backlog at once; one ``Submit`` call per task is too slow for that.
+        With ``failing_while``, each command fails at once (before it sleeps or records
+        anything) while that file exists: a downstream that is down.
         """
         log = shlex.quote(str(self.checker.execution_log))
+        guard = (
+            ""
+            if failing_while is None
+            else f"test -e {shlex.quote(str(failing_while))} && exit 1; "
+        )
         tokens = [f"{self.name}-{len(self.tokens) + index}" for index in range(count)]
+        shape = TaskSpec(name="-", command="-", kind=kind, retry=retry or RetryPolicy())
+        task_ids = []
         channel = grpc.insecure_channel(self.cluster.live_master().addresses["grpc"])
         with channel:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
             for start in range(0, count, BATCH):
                 batch = tokens[start : start + BATCH]
                 specs = [
-                    _spec(f"sleep {seconds}; echo {token} >> {log}", token, region, placement)
+                    _spec(
+                        f"{guard}sleep {seconds}; echo {token} >> {log}",
+                        token,
+                        region,
+                        placement,
+                        shape,
+                    )
                     for token in batch
                 ]
                 request = scheduler_pb2.SubmitWorkflowRequest(tasks=specs)
                 response = stub.SubmitWorkflow(request, timeout=60.0)
                 for token in batch:
-                    self.tokens[UUID(response.task_ids[token])] = token
+                    task_id = UUID(response.task_ids[token])
+                    self.tokens[task_id] = token
+                    task_ids.append(task_id)
+        return task_ids
 
     def fault(self) -> None:
         """Mark the moment of the fault (recovery time is counted from here)."""
@@ -87,20 +119,27 @@ class Scenario:
             time.sleep(0.25)
         recovery = time.monotonic() - self.fault_at
         report = self.checker.check(self.tokens)
-        self.table.add(self.name, report, recovery)
+        self.table.add(self.name, report, recovery, self.notes)
         assert report.violations == [], "\n".join(report.violations[:20]) + self.cluster.logs()
         assert report.completed == report.submitted
         return report
 
 
 def _spec(
-    command: str, token: str, region: str | None, placement: Placement | None
+    command: str,
+    token: str,
+    region: str | None,
+    placement: Placement | None,
+    shape: TaskSpec,
 ) -> scheduler_pb2.WorkflowTask:
-    """One workflow task running ``command``, named (and locally named) ``token``."""
+    """One workflow task running ``command``, named (and locally named) ``token``.
+
+    ``shape`` gives the fields not set here (kind, retry policy).
+    """
     # A task with a region may spill to its fallbacks unless told otherwise; without one, any
     # region takes it (``prefer`` names a region to prefer, so it needs one).
     chosen = placement or (Placement.PREFER if region else Placement.STRICT)
-    spec = TaskSpec(name=token, command=command, region=region, placement=chosen)
+    spec = replace(shape, name=token, command=command, region=region, placement=chosen)
     return scheduler_pb2.WorkflowTask(local_name=token, spec=task_spec_to_proto(spec))
 
 
@@ -111,6 +150,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout:g} s")
         time.sleep(0.05)
+
+
+def wait_for_value(probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``probe`` until it returns a value; fail after ``timeout`` seconds."""
+    found: list[T] = []
+
+    def got() -> bool:
+        value = probe()
+        if value is not None:
+            found.append(value)
+        return bool(found)
+
+    wait_for(got, timeout)
+    return found[0]
+
+
+def delegated(cluster: ChaosCluster, task_id: UUID) -> datetime | None:
+    """When the task's latest run was delegated (via the master's API); None before."""
+    try:
+        with cluster.client() as client:
+            run = client.get(task_id).latest_run
+    except TaskmeshError:
+        return None
+    return None if run is None else run.delegated_at
 
 
 def count_in(cluster: ChaosCluster, state: RunState, region: str) -> int:
@@ -262,12 +325,30 @@ def test_ledger_restart_under_load(scenario: Scenario, full: bool) -> None:
 
 
 def test_standby_master_takes_over(scenario: Scenario, full: bool) -> None:
-    """Two masters; the first is SIGKILLed, then a region dies: the standby reaps it."""
+    """Two masters; the first is SIGKILLed, then a region dies: the standby reaps it.
+
+    The takeover time is from the SIGKILL until the standby holds the dispatcher lock (its log
+    says so) and until a task submitted right after the kill is delegated.
+    """
     cluster = scenario.cluster
-    cluster.start_master()
+    standby = cluster.start_master()
     first = cluster.masters[0]
+    log_start = standby.log_path.stat().st_size
+    killed_at, killed = datetime.now(UTC), time.monotonic()
     first.kill()
     cluster.masters.remove(first)
+    (probe,) = scenario.submit(1, seconds=0.05, region="us", placement=Placement.STRICT)
+
+    def holds_lock() -> bool:
+        log = standby.log_path.read_bytes()[log_start:].decode(errors="replace")
+        return TAKEOVER_LINE in log
+
+    wait_for(holds_lock, 60.0)
+    lock_s = time.monotonic() - killed
+    delegated_at = wait_for_value(lambda: delegated(cluster, probe), 60.0)
+    takeover_s = (delegated_at - killed_at).total_seconds()
+    print(f"standby takeover: lock after {lock_s:.2f} s, dispatching after {takeover_s:.2f} s")
+    scenario.notes = f"takeover {takeover_s:.1f} s (lock {lock_s:.1f} s)"
     count = 200 if full else 24
     scenario.submit(count, seconds=0.3, region="eu")
     wait_for(lambda: queue_depth(cluster, "eu") >= count // 4)
@@ -322,3 +403,79 @@ def test_worker_drain_from_the_cli(scenario: Scenario, full: bool) -> None:
     )
     assert unknown.returncode == 1
     assert "no worker 'no-such-worker' is registered" in unknown.stderr
+
+
+# Retried at once and often: without the kind breaker, every retry would run (and fail) again.
+DOWNSTREAM_RETRY = RetryPolicy(
+    max_attempts=100,
+    initial_backoff=timedelta(milliseconds=100),
+    max_backoff=timedelta(milliseconds=500),
+    retry_on=frozenset({RunState.FAILED}),
+)
+
+
+def kind_breaker(cluster: ChaosCluster, region: str, kind: str) -> cluster_pb2.KindBreaker:
+    """A kind breaker of ``region`` as GetCluster reports it (empty before the kind is seen)."""
+    found = [k for k in region_status(cluster, region).kind_breakers if k.kind == kind]
+    return found[0] if found else cluster_pb2.KindBreaker()
+
+
+def rest_kind_breaker(cluster: ChaosCluster, region: str, kind: str) -> dict[str, Any]:
+    """The same kind breaker in the master's ``GET /v1/cluster``."""
+    url = f"http://{cluster.live_master().addresses['http']}/v1/cluster"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        regions = {item["name"]: item for item in json.load(response)["regions"]}
+    return next(item for item in regions[region]["kinds"] if item["kind"] == kind)
+
+
+def breaker_changes(log: str, breaker: str) -> Counter[str]:
+    """How often the region's log says ``breaker`` moved, by ``old -> new``."""
+    prefix = f"breaker {breaker}: "
+    return Counter(
+        line.split(prefix, 1)[1].split(" after ", 1)[0]
+        for line in log.splitlines()
+        if prefix in line
+    )
+
+
+def test_downstream_failing_for_one_kind(scenario: Scenario, full: bool) -> None:
+    """Every run of one kind fails while its downstream is down: the kind's breaker opens,
+    its runs wait in the region's queue instead of burning attempts, other kinds keep flowing,
+    and once the downstream is back a trial run closes the breaker and every run succeeds."""
+    cluster = scenario.cluster
+    region = cluster.regions["eu"]
+    log_start = region.log_path.stat().st_size
+    down = cluster.base / "downstream-down"
+    down.touch()
+    count, others = (200, 100) if full else (24, 16)
+    broken = scenario.submit(
+        count,
+        seconds=0.3,
+        region="eu",
+        placement=Placement.STRICT,
+        kind="downstream",
+        failing_while=down,
+        retry=DOWNSTREAM_RETRY,
+    )
+    wait_for(lambda: kind_breaker(cluster, "eu", "downstream").state == BREAKER_OPEN)
+    wait_for(lambda: kind_breaker(cluster, "eu", "downstream").waiting >= 1)
+    steady = scenario.submit(others, seconds=0.1, region="eu", placement=Placement.STRICT)
+    wait_for(lambda: scenario.checker.unfinished(steady) == 0, 120.0)  # while it is down
+    assert rest_kind_breaker(cluster, "eu", "downstream")["state"] in ("open", "half_open")
+    time.sleep(8.0 if full else 3.0)  # several trial periods with the downstream still down
+    assert scenario.checker.unfinished(broken) == count  # none ran out of attempts
+    down.unlink()
+    scenario.fault()  # recovery: from the downstream's return until every run succeeded
+    wait_for(lambda: kind_breaker(cluster, "eu", "downstream").state == BREAKER_CLOSED, 120.0)
+    report = scenario.finish()
+    failed = scenario.checker.attempt_states(broken)["failed"]
+    log = region.log_path.read_bytes()[log_start:].decode(errors="replace")
+    changes = breaker_changes(log, "kind:downstream")
+    trials = changes["open -> half-open"]
+    slots = cluster.workers_per_region * cluster.slots_per_worker
+    scenario.table.annotate(f"{failed} failed attempts ({trials} trials)")
+    # Before it opened at most every slot held a failing run; after, only the trials ran.
+    assert failed <= KIND_FAIL_MAX + slots + trials, (failed, trials, changes)
+    assert changes["closed -> open"] >= 1
+    assert changes["half-open -> closed"] >= 1
+    assert report.executions == report.submitted

@@ -148,6 +148,33 @@ async def test_an_unavailable_region_opens_its_breaker_and_keeps_its_runs_pendin
         assert await states(ledger, runs) == [RunState.PENDING] * 3
 
 
+async def test_a_frozen_region_holds_up_no_delegation_to_the_others(ledger: Ledger) -> None:
+    """eu takes a batch and never answers: us gets its runs round after round meanwhile."""
+    async with (
+        fake_regions("eu", "us") as regions,
+        dispatching(ledger, make_topology(), regions) as (dispatcher, clients),
+    ):
+        eu, us = regions["eu"], regions["us"]
+        eu.gate = asyncio.Event()
+        frozen = await submit(ledger, 2, region="eu", placement=Placement.STRICT)
+        await submit(ledger, 2, region="us", placement=Placement.STRICT)
+        first = await dispatcher.dispatch_round()
+        assert first.batches == {"eu": 2, "us": 2}
+        assert (first.accepted, eu.waiting) == (2, 1)  # us answered; eu's call is still out
+        later = await submit(ledger, 3, region="us", placement=Placement.STRICT)
+        second = await dispatcher.dispatch_round()
+        # eu, still busy with its first batch, gets nothing more; us gets its runs at once.
+        assert (second.batches, second.accepted) == ({"us": 3}, 3)
+        assert [run.run_id for run in us.delegated[2:]] == [run.id for run in later]
+        assert (eu.incoming, eu.waiting) == (1, 1)  # the same first call, not a retry
+        assert clients.get("eu").busy
+        eu.gate.set()
+        await dispatcher.settle()
+        assert not clients.get("eu").busy
+        assert await states(ledger, frozen) == [RunState.DELEGATED] * 2
+        assert [run.run_id for run in eu.delegated] == [run.id for run in frozen]
+
+
 async def test_a_transient_failure_is_retried_within_the_round(ledger: Ledger) -> None:
     """Two UNAVAILABLE answers, then success: the batch arrives in the same round."""
     async with (

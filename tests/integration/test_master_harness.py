@@ -76,6 +76,8 @@ class FakeRegion(region_pb2_grpc.RegionServicer):
     constant_credit: bool = False  # accepted runs leave at once (the credit never drops)
     delay: float = 0.0  # seconds each non-empty Delegate takes
     incoming: int = 0  # non-empty Delegate calls received (counted before any delay)
+    gate: asyncio.Event | None = None  # when set to an Event, non-empty Delegates wait for it
+    waiting: int = 0  # non-empty Delegate calls waiting at the gate now
     batches: list[list[ClaimedRun]] = field(default_factory=list)
     probes: int = 0
     failed_calls: int = 0
@@ -119,6 +121,12 @@ class FakeRegion(region_pb2_grpc.RegionServicer):
             self.failed_calls += 1
             await context.abort(self.fail_with, "fake region failure")
         runs = [claimed_run_from_proto(run) for run in request.runs]
+        if self.gate is not None:
+            self.waiting += 1
+            try:
+                await self.gate.wait()  # frozen: no answer until the test opens the gate
+            finally:
+                self.waiting -= 1
         await asyncio.sleep(self.delay)
         self.batches.append(runs)
         accepted, refused = [], []

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_region_harness import (
     FakeWorker,
+    RunningRegion,
     claim,
     connected,
     eventually,
@@ -17,12 +18,15 @@ from test_region_harness import (
 )
 
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import RunState
+from taskmesh.common.model import ClaimedRun, Executor, RunState
 from taskmesh.common.rpc import cluster_pb2, region_pb2
 from taskmesh.common.rpc.values import RUN_STATES, timestamp
 from taskmesh.common.topology import BreakerConfig, RegionBreakers
 
 QUIET = 0.5  # seconds to wait for something that must not happen
+BREAKER_OPEN = cluster_pb2.BREAKER_STATE_OPEN
+BREAKER_HALF_OPEN = cluster_pb2.BREAKER_STATE_HALF_OPEN
+BREAKER_CLOSED = cluster_pb2.BREAKER_STATE_CLOSED
 
 
 async def test_assignment_order_follows_priority(database_url: str, ledger: Ledger) -> None:
@@ -184,8 +188,129 @@ async def test_a_run_given_back_unstarted_is_assigned_again(
         await worker.send(
             region_pb2.WorkerMessage(results=region_pb2.RunResults(results=[refusal]))
         )
-        again = (await worker.assigned(2))[1]
-        assert again.run == assignment.run
         await worker.wait_for(lambda m: m.WhichOneof("body") == "ack")
         assert worker.acked() == {assignment.run.run_id}
+        await run_state(ledger, run.run_id, RunState.DELEGATED)
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 1  # nothing more until it advertises room again
+        await worker.heartbeat(free_slots=2)
+        again = (await worker.assigned(2))[1]
+        assert again.run == assignment.run
         await run_state(ledger, run.run_id, RunState.ASSIGNED)
+
+
+async def taken_back_unstarted(
+    region: RunningRegion, ledger: Ledger, run: ClaimedRun
+) -> region_pb2.RunRef:
+    """Assign ``run`` to worker w1, whose stream then breaks before it reports the start."""
+    first = FakeWorker(region.address, "w1")
+    await first.connect()
+    await region.delegate([run])
+    (assignment,) = await first.assigned(1)
+    await run_state(ledger, run.run_id, RunState.ASSIGNED)
+    await first.drop()
+    await run_state(ledger, run.run_id, RunState.DELEGATED)  # back in the queue, unstarted
+    return assignment.run
+
+
+async def test_a_run_taken_back_unstarted_that_did_start_returns_to_its_worker(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The worker reconnects reporting the run running: the region gives it back to the
+    worker, instead of abandoning it there and sending the same attempt out again (run twice,
+    or ignored by that worker as a duplicate and left ``assigned`` for good)."""
+    (run,) = await claim(ledger, task())
+    async with running_region(database_url) as region:
+        ref = await taken_back_unstarted(region, ledger, run)
+        again = FakeWorker(region.address, "w1")
+        welcome = await again.connect(running=[ref])
+        try:
+            assert list(welcome.abandon) == []
+            held = await run_state(ledger, run.run_id, RunState.RUNNING)
+            assert held.worker_id == "w1"
+            await asyncio.sleep(QUIET)
+            assert again.assignments() == []  # not sent out again
+            await again.finish(ref, RunState.SUCCEEDED)
+            await run_state(ledger, run.run_id, RunState.SUCCEEDED)
+            assert (await region.describe()).queue_depth == 0
+        finally:
+            await again.drop()
+
+
+async def test_a_result_of_a_run_taken_back_unstarted_is_recorded_not_run_again(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The run finished while the stream was down: its result, re-sent on the new stream, is
+    recorded and the run leaves the queue instead of being executed a second time."""
+    (run,) = await claim(ledger, task())
+    async with running_region(database_url) as region:
+        ref = await taken_back_unstarted(region, ledger, run)
+        # Back without the no-op executor, so the queued run cannot be re-assigned meanwhile.
+        again = FakeWorker(region.address, "w1", executors=(Executor.SHELL,))
+        await again.connect()
+        try:
+            await again.finish(ref, RunState.SUCCEEDED)
+            finished = await run_state(ledger, run.run_id, RunState.SUCCEEDED)
+            assert finished.worker_id == "w1"
+            assert (await region.describe()).queue_depth == 0
+            assert again.acked() == {ref.run_id}
+        finally:
+            await again.drop()
+
+
+async def test_a_kind_breaker_is_half_open_while_its_trial_runs(
+    database_url: str, ledger: Ledger
+) -> None:
+    """The region's view shows the trial: open, half-open while it runs, closed once it passed."""
+    reset = timedelta(milliseconds=300)
+    breakers = RegionBreakers(kind=BreakerConfig(fail_max=1, reset_timeout=reset))
+    first, trial, after = await claim(ledger, *(task(f"k{i}", kind="k") for i in range(3)))
+
+    def kind_state(status: cluster_pb2.RegionStatus) -> int:
+        return next(b.state for b in status.kind_breakers if b.kind == "k")
+
+    async with (
+        running_region(database_url, breakers=breakers) as region,
+        connected(region, "w1", slots=4) as worker,
+    ):
+        await region.delegate([first])
+        (assigned,) = await worker.assigned(1)
+        await worker.start(assigned.run)
+        await worker.finish(assigned.run, RunState.FAILED, exit_code=1)
+        await eventually(region.describe, lambda s: kind_state(s) == BREAKER_OPEN)
+        await region.delegate([trial, after])
+        one = (await worker.assigned(2))[1]  # once due, exactly one trial goes out
+        assert one.run.run_id == str(trial.run_id)
+        status = await region.describe()
+        assert (kind_state(status), status.queue_depth) == (BREAKER_HALF_OPEN, 1)
+        await asyncio.sleep(QUIET)
+        assert len(worker.assignments()) == 2  # the other run waits for the trial's outcome
+        await worker.start(one.run)
+        await worker.finish(one.run, RunState.SUCCEEDED)
+        await eventually(region.describe, lambda s: kind_state(s) == BREAKER_CLOSED)
+        await worker.assigned(3)
+
+
+async def test_a_worker_whose_stream_keeps_breaking_gets_no_runs_while_its_breaker_is_open(
+    database_url: str, ledger: Ledger
+) -> None:
+    """Two broken streams in a row open w1's breaker: the view shows it, and w2 gets the runs."""
+    breakers = RegionBreakers(worker=BreakerConfig(fail_max=2, reset_timeout=timedelta(minutes=5)))
+    runs = await claim(ledger, task("a"), task("b"))
+    async with running_region(database_url, breakers=breakers) as region:
+        for _ in range(2):
+            flaky = FakeWorker(region.address, "w1")
+            await flaky.connect()
+            await flaky.drop()
+            await eventually(region.describe, lambda status: len(status.workers) == 0)
+        async with connected(region, "w1") as w1, connected(region, "w2") as w2:
+            status = await region.describe()
+            breakers_seen = {w.id: w.breaker_status for w in status.workers}
+            assert breakers_seen["w1"].state == BREAKER_OPEN
+            assert breakers_seen["w1"].failures == 2
+            assert breakers_seen["w1"].HasField("trial_at")
+            assert breakers_seen["w2"].state == BREAKER_CLOSED
+            await region.delegate(runs)
+            assert len(await w2.assigned(2)) == 2
+            await asyncio.sleep(QUIET)
+            assert w1.assignments() == []

@@ -665,6 +665,25 @@ async def test_a_drain_request_from_the_region_stops_the_worker(
     assert draining.grace.ToTimedelta() == timedelta(seconds=1)
 
 
+async def test_a_draining_worker_says_so_before_it_refuses_anything(
+    region: FakeRegion, start_worker: Callable[..., RunningWorker]
+) -> None:
+    """An assignment crossing the drain request is refused only after ``draining`` is sent:
+    a region that heard the refusal first would count it as the worker's failure and offer the
+    run to it again."""
+    handle = start_worker(region.port)
+    stream = await region.stream(0)
+    grace = Duration()
+    grace.FromTimedelta(timedelta(seconds=1))
+    stream.send(region_pb2.RegionMessage(drain=region_pb2.DrainWorker(reason="bye", grace=grace)))
+    stream.assign(shell("crossing", "echo too late"))
+    await handle.stopped()
+    refused = await stream.result_of("crossing")
+    assert "draining" in refused.error
+    kinds = [kind for kind in stream.kinds() if kind in ("draining", "results")]
+    assert kinds[0] == "draining", stream.kinds()
+
+
 async def test_stop_waits_for_acks_within_the_flush_timeout_and_a_second_stop_forces_it(
     region: FakeRegion, start_worker: Callable[..., RunningWorker]
 ) -> None:

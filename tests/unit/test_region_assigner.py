@@ -227,21 +227,37 @@ async def test_a_reconnecting_worker_abandons_runs_the_region_gave_up(region: Re
     assert list(back.held) == [messages.run_key(unknown)[0]]  # adopted: the ledger fences it
 
 
-async def test_a_late_result_of_a_requeued_run_is_acked_but_not_recorded(region: Region) -> None:
+async def test_a_late_result_of_a_requeued_run_is_recorded_only_from_its_worker(
+    region: Region,
+) -> None:
+    """The run went back to the queue when its worker's stream broke; it had started after all.
+
+    Another worker's report of it is acked but not recorded; its own worker's result returns
+    the run to that worker (recorded assigned, then the result) instead of running it again.
+    """
     worker = region.worker("w")
     run = region.queue("r")
     region.assigner.assign_round()
     region.sessions.disconnect(worker, "broke its stream", failure=True)  # run back in queue
-    back = region.worker("w")
+    other, back = region.worker("x"), region.worker("w")
     result = region_pb2.RunResult(
         run=messages.run_ref(run.run_id, run.epoch),
         state=RUN_STATES[RunState.CANCELLED],
         started_at=timestamp(NOW),
         finished_at=timestamp(NOW),
     )
-    region.sessions.results(back, region_pb2.RunResults(results=[result]))
+    region.sessions.results(other, region_pb2.RunResults(results=[result]))
     written = await region.written()
     assert (str(run.run_id), RunState.CANCELLED) not in written
+    acks = [m for m in await sent(other) if m.HasField("ack")]
+    assert [r.run_id for m in acks for r in m.ack.runs] == [str(run.run_id)]
+    region.sessions.results(back, region_pb2.RunResults(results=[result]))
+    written = await region.written()
+    assert written[-2:] == [
+        (str(run.run_id), RunState.ASSIGNED),
+        (str(run.run_id), RunState.CANCELLED),
+    ]
+    assert str(run.run_id) not in region.runtime.queue
     acks = [m for m in await sent(back) if m.HasField("ack")]
     assert [r.run_id for m in acks for r in m.ack.runs] == [str(run.run_id)]
 

@@ -19,6 +19,15 @@ def failure() -> ExecutionFailure:
     return ExecutionFailure("boom")
 
 
+def due_for_trial() -> Breaker:
+    """A kind breaker opened by two failures, past its reset timeout."""
+    breaker = Breaker("kind:x", QUICK)
+    breaker.fail(failure())
+    breaker.fail(failure())
+    time.sleep(PAST_RESET)
+    return breaker
+
+
 def test_consecutive_failures_open_the_breaker_and_a_success_resets_the_count() -> None:
     breaker = Breaker("kind:x", SLOW)
     breaker.fail(failure())
@@ -41,26 +50,32 @@ def test_an_open_breaker_lets_exactly_one_trial_through_once_due() -> None:
     assert breaker.allows()
     trial = uuid4()
     breaker.begin(trial)
-    assert (breaker.trial_running, breaker.allows()) == (True, False)
-    breaker.succeed()
+    assert (breaker.state, breaker.trial_running, breaker.allows()) == ("half-open", True, False)
+    assert breaker.snapshot().state == "half-open"  # the cluster view shows the trial running
+    breaker.succeed(trial)
     assert (breaker.state, breaker.allows(), breaker.trial_running) == ("closed", True, False)
 
 
+def test_while_a_trial_runs_only_its_own_outcome_decides() -> None:
+    breaker = due_for_trial()
+    trial = uuid4()
+    breaker.begin(trial)
+    breaker.fail(failure(), uuid4())  # a run let through before it opened, failing late
+    breaker.succeed(uuid4())
+    assert (breaker.state, breaker.trial_running) == ("half-open", True)
+    breaker.fail(failure(), trial)
+    assert (breaker.state, breaker.allows(), breaker.trial_running) == ("open", False, False)
+
+
 def test_a_failed_trial_opens_the_breaker_again() -> None:
-    breaker = Breaker("kind:x", QUICK)
-    breaker.fail(failure())
-    breaker.fail(failure())
-    time.sleep(PAST_RESET)
+    breaker = due_for_trial()
     breaker.begin(uuid4())
     breaker.fail(failure())
     assert (breaker.state, breaker.allows()) == ("open", False)
 
 
 def test_a_trial_that_ends_without_an_outcome_frees_the_slot() -> None:
-    breaker = Breaker("kind:x", QUICK)
-    breaker.fail(failure())
-    breaker.fail(failure())
-    time.sleep(PAST_RESET)
+    breaker = due_for_trial()
     trial = uuid4()
     breaker.begin(trial)
     breaker.settle(uuid4())  # another run: no effect
