@@ -94,7 +94,7 @@ class Master:
         self.reaper = Reaper(ledger, self.regions, topology, clock=clock)
         self.materialiser = Materialiser(ledger, self.regions, clock=clock)
         self.start_deadlines = StartDeadlines(ledger, clock=clock)
-        self._listener = DueListener(ledger, self.dispatcher.wake)
+        self._listener = DueListener(ledger, self.dispatcher)
         self._scheduler = SchedulerService(
             self.api, ledger, self.regions, self._stopping, clock=clock
         )

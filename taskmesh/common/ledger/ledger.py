@@ -8,7 +8,6 @@ so callers control the clock and tests are deterministic.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -308,6 +307,10 @@ class Ledger:
             lambda c: dispatch.claim_due_runs(c, credits, now, fallbacks)
         )
 
+    async def next_ready_at(self, now: datetime) -> datetime | None:
+        """When the next pending run becomes claimable after ``now`` (None: none by time)."""
+        return await self._transaction(lambda c: dispatch.next_ready_at(c, now))
+
     async def release_runs(
         self, items: Sequence[tuple[UUID, int]], now: datetime
     ) -> list[TransitionOutcome]:
@@ -336,8 +339,8 @@ class Ledger:
 
         return await self._transaction(parked)
 
-    def listen_for_due_runs(self) -> AbstractAsyncContextManager[asyncio.Event]:
-        """An ``asyncio.Event`` set when runs become due (LISTEN on a dedicated connection)."""
+    def listen_for_due_runs(self) -> AbstractAsyncContextManager[notifications.DueSignal]:
+        """Notifications of runs becoming due, now or later (LISTEN on a dedicated connection)."""
         return notifications.due_runs_listener(self._engine.url)
 
     def singleton(self, name: str) -> AbstractAsyncContextManager[locks.Leadership]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
 
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import pausing, reads
-from taskmesh.common.ledger.changes import notify_due
+from taskmesh.common.ledger.changes import notify_ready
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, readiness
 from taskmesh.common.ledger.rows import SCHEDULE_COLUMNS, as_uuid, task_from_row, task_values
@@ -115,8 +115,7 @@ async def submit_task(
     if due_at is None:
         return task, None, True
     (run,) = await insert_runs(connection, new_runs(task, [due_at], ready, now))
-    if run.state is RunState.PENDING and due_at <= now:
-        await notify_due(connection)
+    await notify_ready(connection, ready_times([run]), now)
     return task, run, True
 
 
@@ -153,8 +152,7 @@ async def submit_plain_tasks(
         for run in new_runs(task, [at], Readiness.READY, now)
     ]
     runs = {run.task_id: run for run in await insert_runs(connection, fresh)}
-    if any(run.due_at <= now for run in runs.values()):
-        await notify_due(connection)
+    await notify_ready(connection, ready_times(runs.values()), now)
     return [(task, runs.get(task.id)) for task in stored]
 
 
@@ -171,9 +169,13 @@ async def materialise_runs(
     task = await reads.get_task(connection, task_id)
     ready = await readiness(connection, task.spec.dependencies)
     created = await insert_runs(connection, new_runs(task, due_times, ready, now))
-    if any(run.state is RunState.PENDING and run.due_at <= now for run in created):
-        await notify_due(connection)
+    await notify_ready(connection, ready_times(created), now)
     return created
+
+
+def ready_times(runs: Iterable[Run]) -> list[datetime]:
+    """When each pending run among ``runs`` may be claimed (the others never will by time)."""
+    return [run.ready_at or run.due_at for run in runs if run.state is RunState.PENDING]
 
 
 async def create_workflow(connection: AsyncConnection, name: str, now: datetime) -> UUID:
