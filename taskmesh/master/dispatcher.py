@@ -95,6 +95,8 @@ class Dispatcher:
         self._rearm = asyncio.Event()  # an earlier ready time is known: shorten the pause
         self._next_ready: datetime | None = None  # the earliest ready time known to come
         self._announced: datetime | None = None  # the earliest announced since the last look
+        self._looked = False  # the last round learnt the next ready time with its claim
+        self._seen_ready: datetime | None = None  # what it learnt
         self._stopping = asyncio.Event()
         self._unreleased: list[RunKey] = []
         self._refusals: dict[UUID, int] = {}  # refusals in a row per run, for its backoff
@@ -161,7 +163,9 @@ class Dispatcher:
             if outcome.full and outcome.accepted:
                 continue  # more may be due, and regions are taking them
             try:
-                if not self._wake.is_set():  # else a round follows at once: look after it
+                if self._looked:
+                    self._next_ready = _earliest(self._seen_ready, self._announced)
+                elif not self._wake.is_set():  # else a round follows at once: look after it
                     await self._look_ahead()
             except LedgerUnavailableError as error:
                 log.warning("dispatcher: the ledger is unavailable, backing off: %s", error)
@@ -193,12 +197,17 @@ class Dispatcher:
 
     async def dispatch_round(self) -> RoundOutcome:
         """One round: learn credits, claim, delegate each region's batch, release the rest."""
+        self._looked = False
         await self._release_leftovers()
         credits = await self._regions.credits(self._interval)
         offered = sum(credits.values())
         if offered == 0:
             return RoundOutcome()
-        claimed = await self._ledger.claim_due_runs(credits, self._clock(), self._regions.fallbacks)
+        self._announced = None
+        claimed, self._seen_ready = await self._ledger.claim_due_runs_and_next_ready(
+            credits, self._clock(), self._regions.fallbacks
+        )
+        self._looked = True
         if not claimed:
             return RoundOutcome()
         batches = by_region(claimed)

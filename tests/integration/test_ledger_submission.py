@@ -226,14 +226,18 @@ async def test_submits_tell_listeners_when_their_runs_are_due(ledger: Ledger) ->
 async def test_next_ready_at_is_the_earliest_later_pending_run(ledger: Ledger) -> None:
     """The dispatcher's timer: runs ready already and finished runs do not count."""
     assert await ledger.next_ready_at(NOW) is None
-    await ledger.submit_task(TaskSpec("now", "true"), NOW)
+    await ledger.submit_task(TaskSpec("now", "true", region="eu"), NOW)
     assert await ledger.next_ready_at(NOW) is None
     for hours in (3, 1, 2):
         at = NOW + timedelta(hours=hours)
-        await ledger.submit_task(TaskSpec(f"in{hours}", "true", schedule=AtSchedule(at)), NOW)
+        spec = TaskSpec(f"in{hours}", "true", region="eu", schedule=AtSchedule(at))
+        await ledger.submit_task(spec, NOW)
     assert await ledger.next_ready_at(NOW) == NOW + timedelta(hours=1)
     assert await ledger.next_ready_at(NOW + timedelta(hours=1)) == NOW + timedelta(hours=2)
     assert await ledger.next_ready_at(NOW + timedelta(hours=3)) is None
+    claimed, next_ready = await ledger.claim_due_runs_and_next_ready({"eu": 10}, NOW)
+    assert [run.task_name for run in claimed] == ["now"]
+    assert next_ready == NOW + timedelta(hours=1)
 
 
 async def test_unreachable_ledger_raises_ledger_unavailable() -> None:
