@@ -100,6 +100,15 @@ class Ledger:
             raise
         return ledger
 
+    def dedicated(self, application_name: str) -> Ledger:
+        """A pool of its own to the same ledger, for one duty that must not queue for a
+        connection behind the API's callers (the dispatcher). Its connections are made on
+        first use and not pinged at checkout: the duty retries a failed operation anyway."""
+        engine = create_engine(
+            self._engine.url, pool_size=1, application_name=application_name, pre_ping=False
+        )
+        return Ledger(engine, jitter=self._jitter)
+
     async def close(self) -> None:
         """Close every pooled connection; idempotent."""
         await self._engine.dispose()
