@@ -54,6 +54,8 @@ def table_rows(results: Mapping[str, Any]) -> list[Row]:
         limit = PICKUP_P99_MS.get(point["rate"])
         target = f"p99 ≤ {limit:.0f} ms: {_verdict(point['p99'] <= limit)}" if limit else ""
         figure = f"pickup @{point['rate']}/s (got {point['achieved_rate']:.0f}/s) p50/p99/max"
+        if point.get("late"):
+            figure += f", {point['late']} stored late"
         value = f"{point['p50']:.0f}/{point['p99']:.0f}/{point['max']:.0f} ms"
         rows.append(("pickup", figure, value, target))
     for mode, figures in results.get("submit", {}).items():

@@ -88,13 +88,15 @@ class Master:
         self.regions = RegionClients.for_topology(topology, region_addresses or {}, self.master_id)
         self.metrics = MasterMetrics(ledger, self.regions)
         self.api = TaskApi(ledger, self.regions, topology, clock=clock)
+        # A pool of its own: claims never wait for a connection behind submissions.
+        self._dispatch_ledger = ledger.dedicated("taskmesh-master-dispatcher")
         self.dispatcher = Dispatcher(
-            ledger, self.regions, config, clock=clock, metrics=self.metrics
+            self._dispatch_ledger, self.regions, config, clock=clock, metrics=self.metrics
         )
         self.reaper = Reaper(ledger, self.regions, topology, clock=clock)
         self.materialiser = Materialiser(ledger, self.regions, clock=clock)
         self.start_deadlines = StartDeadlines(ledger, clock=clock)
-        self._listener = DueListener(ledger, self.dispatcher.wake)
+        self._listener = DueListener(ledger, self.dispatcher)
         self._scheduler = SchedulerService(
             self.api, ledger, self.regions, self._stopping, clock=clock
         )
@@ -167,6 +169,7 @@ class Master:
             await self._http_runner.cleanup()
             self._http_runner = None
         await self.regions.close()
+        await self._dispatch_ledger.close()
         log.info("master %s stopped", self.master_id)
 
     async def _drain(self, duties: list[asyncio.Task[None]]) -> None:

@@ -4,7 +4,10 @@ A round learns each region's credit, claims at most that many due runs per regio
 transaction, sends each region its runs as one Delegate call (all regions at once), and puts
 back to pending, at once, every run a region refused or did not receive. Rounds follow each
 other without pause while claims come back full, so a burst drains at the speed of the ledger;
-otherwise the dispatcher sleeps until a NOTIFY (``wake``) or the dispatch interval.
+otherwise the dispatcher sleeps until runs are due: at once on a NOTIFY about runs due now
+(``wake``), at the earliest ready time it knows of (asked of the ledger after every round and
+lowered by NOTIFYs about later runs, ``wake_at``), and at the latest after the dispatch
+interval, which only matters for what no timer covers (a region's credit coming back).
 
 Each region's delivery is a task of its own: a round waits for it ``ROUND_WAIT`` at most, and a
 delivery still out then (a frozen region, retried up to its deadline) finishes by itself,
@@ -15,7 +18,6 @@ nothing more until it answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -48,6 +50,8 @@ PASSING_REFUSALS = frozenset(
 )
 DISPATCH_DUTY = "dispatcher"  # the advisory lock only the dispatching master holds
 STANDBY_RETRY = 1.0  # seconds between a standby master's tries to take the dispatch lock
+# Past a ready time before claiming: timers may fire a hair early, and clocks tick unevenly.
+READY_MARGIN = 0.001
 MAX_TRACKED_REFUSALS = 10_000  # runs whose refusals in a row are remembered for the backoff
 
 RunKey = tuple[UUID, int]  # (run id, epoch it was claimed under)
@@ -103,7 +107,12 @@ class Dispatcher:
         self._clock = clock
         self._interval = config.dispatch_interval.total_seconds()
         self._backoff = ledger_backoff(config.dispatch_interval)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # runs are due now (or stop): end the pause
+        self._rearm = asyncio.Event()  # an earlier ready time is known: shorten the pause
+        self._next_ready: datetime | None = None  # the earliest ready time known to come
+        self._announced: datetime | None = None  # the earliest announced since the last look
+        self._looked = False  # the last round learnt the next ready time with its claim
+        self._seen_ready: datetime | None = None  # what it learnt
         self._stopping = asyncio.Event()
         self._unreleased: list[RunKey] = []
         self._refusals: dict[UUID, int] = {}  # refusals in a row per run, for its backoff
@@ -112,6 +121,21 @@ class Dispatcher:
     def wake(self) -> None:
         """Runs may have become due: start a round now."""
         self._wake.set()
+
+    def wake_at(self, ready_at: datetime) -> None:
+        """Runs become claimable at ``ready_at``: start a round then (now if it has passed)."""
+        if ready_at <= self._clock():
+            self.wake()
+            return
+        self._announced = _earliest(self._announced, ready_at)
+        if self._next_ready is None or ready_at < self._next_ready:
+            self._next_ready = ready_at
+            self._rearm.set()
+
+    @property
+    def next_ready(self) -> datetime | None:
+        """The earliest later ready time the dispatcher will wake for, if any."""
+        return self._next_ready
 
     def stop(self) -> None:
         """Claim nothing more; ``run`` returns once the round in flight is finished."""
@@ -163,25 +187,52 @@ class Dispatcher:
             self._backoff.reset()
             if outcome.full and outcome.accepted:
                 continue  # more may be due, and regions are taking them
+            try:
+                if self._looked:
+                    self._next_ready = _earliest(self._seen_ready, self._announced)
+                elif not self._wake.is_set():  # else a round follows at once: look after it
+                    await self._look_ahead()
+            except LedgerUnavailableError as error:
+                log.warning("dispatcher: the ledger is unavailable, backing off: %s", error)
+                return self._backoff.next_delay(), False
             # Runs refused for good come straight back: only the timer brings them round again.
             return self._interval, not outcome.bounced
         return 0.0, False
 
+    async def _look_ahead(self) -> None:
+        """Learn the next ready time from the ledger, keeping any announced meanwhile."""
+        self._announced = None
+        known = await self._ledger.next_ready_at(self._clock())
+        self._next_ready = _earliest(known, self._announced)
+
     async def _pause(self, seconds: float, *, wakeable: bool) -> None:
-        """Sleep ``seconds``, or until woken (if ``wakeable``) or stopped."""
+        """Sleep ``seconds``, or until woken or the next ready time (if ``wakeable``) or stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
         event = self._wake if wakeable else self._stopping
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await event.wait()
+        while not event.is_set():
+            timeout = deadline - loop.time()
+            if wakeable and self._next_ready is not None:
+                until_ready = (self._next_ready - self._clock()).total_seconds() + READY_MARGIN
+                timeout = min(timeout, until_ready)
+            if timeout <= 0:
+                return
+            self._rearm.clear()
+            await _first_set((event, self._rearm), timeout)
 
     async def dispatch_round(self) -> RoundOutcome:
         """One round: learn credits, claim, delegate each region's batch, release the rest."""
+        self._looked = False
         await self._release_leftovers()
         credits = await self._regions.credits(self._interval)
         offered = sum(credits.values())
         if offered == 0:
             return RoundOutcome()
-        claimed = await self._ledger.claim_due_runs(credits, self._clock(), self._regions.fallbacks)
+        self._announced = None
+        claimed, self._seen_ready = await self._ledger.claim_due_runs_and_next_ready(
+            credits, self._clock(), self._regions.fallbacks
+        )
+        self._looked = True
         if not claimed:
             return RoundOutcome()
         batches = by_region(claimed)
@@ -316,6 +367,23 @@ class Dispatcher:
         except LedgerUnavailableError:
             self._unreleased = keys + self._unreleased
             raise
+
+
+def _earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The earlier of two optional instants."""
+    if first is None or second is None:
+        return first or second
+    return min(first, second)
+
+
+async def _first_set(events: Sequence[asyncio.Event], seconds: float) -> None:
+    """Return when any of ``events`` is set, or after ``seconds``."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def by_region(runs: Sequence[ClaimedRun]) -> dict[str, list[ClaimedRun]]:

@@ -88,8 +88,10 @@ class Assigner:
         """
         held = [run for runs in batches.values() for run in runs]
         transitions = [run.transition(RunState.ASSIGNED, at) for run in held]
-        if transitions:
-            self._runtime.writer.record(transitions, lambda done: self._dispatch(held, done))
+        if transitions:  # urgent: the runs' slots are taken until the write is committed
+            self._runtime.writer.record(
+                transitions, lambda done: self._dispatch(held, done), urgent=True
+            )
 
     def _dispatch(self, held: list[HeldRun], outcomes: list[TransitionOutcome]) -> None:
         """Send the assignments the ledger applied; drop the runs it refused."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from taskmesh.common.errors import LedgerUnavailableError, NotFoundError, ValidationError
 from taskmesh.common.ledger import Ledger
 from taskmesh.common.ledger.engine import asyncpg_url
+from taskmesh.common.ledger.notifications import DueNotice
 from taskmesh.common.model import (
     AtSchedule,
     CronSchedule,
@@ -24,6 +25,7 @@ from taskmesh.common.model import (
     RetryPolicy,
     RunState,
     TaskSpec,
+    WorkflowTask,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # the clock of conftest.Scenario
@@ -199,16 +201,43 @@ async def test_list_tasks_pages_and_filters(ledger: Ledger, scenario) -> None:
     assert all(s.latest_run is not None for s in await ledger.list_tasks())
 
 
-async def test_submit_of_a_due_run_wakes_listeners(ledger: Ledger) -> None:
-    """LISTEN/NOTIFY: a dispatcher waiting on the event wakes on a due submit."""
-    async with ledger.listen_for_due_runs() as wake:
-        await ledger.submit_task(
-            TaskSpec("later", "true", schedule=AtSchedule(NOW.replace(year=2999))), NOW
-        )
-        await asyncio.sleep(0.2)
-        assert not wake.is_set()
+async def test_submits_tell_listeners_when_their_runs_are_due(ledger: Ledger) -> None:
+    """LISTEN/NOTIFY: a future run announces its due time (for the dispatcher's timer), a due
+    run announces "now", and a batch announces its earliest run."""
+    later = NOW.replace(year=2999)
+    async with ledger.listen_for_due_runs() as due:
+        await ledger.submit_task(TaskSpec("later", "true", schedule=AtSchedule(later)), NOW)
+        notice = await asyncio.wait_for(due.take(), timeout=5)
+        assert notice == DueNotice(now=False, earliest=later)
         await ledger.submit_task(TaskSpec("now", "true"), NOW)
-        await asyncio.wait_for(wake.wait(), timeout=5)
+        notice = await asyncio.wait_for(due.take(), timeout=5)
+        assert notice.now
+        sooner, soonest = NOW + timedelta(hours=2), NOW + timedelta(hours=1)
+        specs = [
+            TaskSpec(f"t{index}", "true", schedule=AtSchedule(at))
+            for index, at in enumerate((sooner, soonest))
+        ]
+        batch = [WorkflowTask(spec.name, spec) for spec in specs]
+        await ledger.submit_workflow("batch", batch, NOW)
+        notice = await asyncio.wait_for(due.take(), timeout=5)
+        assert notice == DueNotice(now=False, earliest=soonest)
+
+
+async def test_next_ready_at_is_the_earliest_later_pending_run(ledger: Ledger) -> None:
+    """The dispatcher's timer: runs ready already and finished runs do not count."""
+    assert await ledger.next_ready_at(NOW) is None
+    await ledger.submit_task(TaskSpec("now", "true", region="eu"), NOW)
+    assert await ledger.next_ready_at(NOW) is None
+    for hours in (3, 1, 2):
+        at = NOW + timedelta(hours=hours)
+        spec = TaskSpec(f"in{hours}", "true", region="eu", schedule=AtSchedule(at))
+        await ledger.submit_task(spec, NOW)
+    assert await ledger.next_ready_at(NOW) == NOW + timedelta(hours=1)
+    assert await ledger.next_ready_at(NOW + timedelta(hours=1)) == NOW + timedelta(hours=2)
+    assert await ledger.next_ready_at(NOW + timedelta(hours=3)) is None
+    claimed, next_ready = await ledger.claim_due_runs_and_next_ready({"eu": 10}, NOW)
+    assert [run.task_name for run in claimed] == ["now"]
+    assert next_ready == NOW + timedelta(hours=1)
 
 
 async def test_unreachable_ledger_raises_ledger_unavailable() -> None:

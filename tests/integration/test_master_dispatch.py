@@ -6,8 +6,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import grpc
 import grpc.aio
@@ -21,8 +22,9 @@ from test_master_harness import (
 )
 
 from taskmesh.common.ledger import Ledger
-from taskmesh.common.model import Placement, Run, RunState, TaskSpec
+from taskmesh.common.model import AtSchedule, Placement, Run, RunState, TaskSpec
 from taskmesh.common.rpc import region_pb2, scheduler_pb2, scheduler_pb2_grpc, task_pb2
+from taskmesh.common.rpc.tasks import task_spec_to_proto
 from taskmesh.common.topology import Topology
 from taskmesh.master.dispatcher import Dispatcher
 from taskmesh.master.region_clients import RegionClients
@@ -228,6 +230,29 @@ async def test_a_run_due_now_is_delegated_at_once_on_notify(ledger: Ledger) -> N
             interval=0.005,
         )
         assert time.monotonic() - started < 2
+
+
+async def test_a_run_due_later_is_delegated_at_its_due_time_not_at_the_next_poll(
+    ledger: Ledger,
+) -> None:
+    """With a 30 s interval, the dispatcher's timer follows the ledger: a run known before the
+    master started (due in an hour) sets it, and a NOTIFY of a run due sooner lowers it."""
+    topology = make_topology(("eu",), dispatch_interval=30)
+    await submit(ledger, 1, schedule=AtSchedule(datetime.now(UTC) + timedelta(hours=1)))
+    async with fake_regions("eu") as regions, running_master(topology, ledger, regions) as served:
+        await eventually(lambda: regions["eu"].probes >= 1, within=10)
+        await eventually(lambda: served.master.dispatcher.next_ready is not None, within=10)
+        due = datetime.now(UTC) + timedelta(seconds=1)
+        async with grpc.aio.insecure_channel(served.grpc) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            spec = task_spec_to_proto(TaskSpec("soon", "true", schedule=AtSchedule(due)))
+            submitted = await stub.Submit(scheduler_pb2.SubmitRequest(spec=spec))
+        await eventually(lambda: len(regions["eu"].delegated) == 1, within=15)
+        run = await ledger.get_run(UUID(submitted.first_run.id))
+    assert str(regions["eu"].delegated[0].run_id) == submitted.first_run.id
+    assert run.delegated_at is not None
+    assert run.delegated_at >= run.due_at  # never before it is due
+    assert await ledger.count_pending() == 1  # the one due in an hour waits
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL])

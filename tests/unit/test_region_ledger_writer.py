@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -25,12 +25,16 @@ class MemoryStore:
         self.gate.set()
         self.outages = 0
         self.calls = 0
+        self.held: set[UUID] = set()  # batches about these runs wait for ``release``
+        self.release = asyncio.Event()
 
     async def record_transitions(
         self, items: Sequence[Transition], *, lost_retry_limit: int
     ) -> list[TransitionOutcome]:
         self.calls += 1
         await self.gate.wait()
+        if any(item.run_id in self.held for item in items):
+            await self.release.wait()
         if self.outages:
             self.outages -= 1
             raise LedgerUnavailableError("down")
@@ -40,8 +44,12 @@ class MemoryStore:
         return [TransitionOutcome(item, current_state=item.target) for item in items]
 
 
-def transition(error: str | None = None) -> Transition:
-    return Transition(uuid4(), 1, RunState.RUNNING, NOW, error=error)
+def transition(error: str | None = None, run_id: UUID | None = None) -> Transition:
+    return Transition(run_id or uuid4(), 1, RunState.RUNNING, NOW, error=error)
+
+
+def assigned(run_id: UUID | None = None) -> Transition:
+    return Transition(run_id or uuid4(), 1, RunState.ASSIGNED, NOW)
 
 
 @pytest.fixture
@@ -128,3 +136,65 @@ async def test_stop_returns_once_everything_recorded_is_written(store: MemorySto
     writer.stop()
     await asyncio.wait_for(writer.run(), 5)
     assert [len(batch) for batch in store.batches] == [2, 2, 1]
+
+
+async def test_an_assignment_does_not_wait_for_the_main_batch_in_flight(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    slow = transition()
+    store.held.add(slow.run_id)
+    writer.record([slow])
+    await asyncio.sleep(0.01)  # the results batch is in flight, held
+    heard: list[list[TransitionOutcome]] = []
+    urgent = assigned()
+    writer.record([urgent], heard.append, urgent=True)
+    await asyncio.wait_for(_until(lambda: bool(heard)), 5)
+    assert store.batches == [[urgent]]
+    store.release.set()
+    await writer.flush()
+    assert store.batches == [[urgent], [slow]]
+
+
+async def test_an_assignment_of_a_run_with_an_unwritten_transition_waits_for_it(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    """A run given back (``delegated``) and assigned again: the two are written in order."""
+    blocker = transition()
+    store.held.add(blocker.run_id)
+    writer.record([blocker])
+    await asyncio.sleep(0.01)
+    run_id = uuid4()
+    back = Transition(run_id, 1, RunState.DELEGATED, NOW)
+    writer.record([back])
+    writer.record([assigned(run_id)], urgent=True)
+    await asyncio.sleep(0.05)
+    assert store.batches == []  # the assignment did not overtake the give-back
+    store.release.set()
+    await writer.flush()
+    order = [item.target for batch in store.batches for item in batch if item.run_id == run_id]
+    assert order == [RunState.DELEGATED, RunState.ASSIGNED]
+
+
+async def test_a_transition_after_an_unwritten_assignment_waits_for_it(
+    store: MemoryStore, writer: LedgerWriter
+) -> None:
+    run_id = uuid4()
+    store.held.add(run_id)
+    writer.record([assigned(run_id)], urgent=True)
+    await asyncio.sleep(0.01)  # the assignment is in flight, held
+    writer.record([Transition(run_id, 1, RunState.DELEGATED, NOW)])
+    other = transition()
+    flushed = asyncio.ensure_future(writer.flush())
+    writer.record([other])
+    await asyncio.sleep(0.05)
+    assert store.batches == []  # neither the give-back nor the flush went ahead
+    assert not flushed.done()
+    store.release.set()
+    await asyncio.wait_for(flushed, 5)
+    order = [item.target for batch in store.batches for item in batch if item.run_id == run_id]
+    assert order == [RunState.ASSIGNED, RunState.DELEGATED]
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.005)

@@ -34,11 +34,13 @@ STATE_COUNTS = text("""
     GROUP BY r.state
 """)
 
-# Per run of one tag: seconds from due to started, and the span of the whole tag.
+# Per run of one tag: seconds from due to started, the span of the whole tag, and whether
+# the run was stored after it was due.
 TIMINGS = text("""
     SELECT EXTRACT(EPOCH FROM r.started_at - r.due_at) AS pickup,
            EXTRACT(EPOCH FROM r.due_at) AS due,
-           EXTRACT(EPOCH FROM r.finished_at) AS finished
+           EXTRACT(EPOCH FROM r.finished_at) AS finished,
+           r.created_at > r.due_at AS late
     FROM runs AS r JOIN tasks AS t ON t.id = r.task_id
     WHERE t.labels @> jsonb_build_object(CAST(:label AS text), CAST(:tag AS text))
       AND r.state = 'succeeded'
@@ -109,6 +111,7 @@ class RunTimings:
     pickups: tuple[float, ...]
     first_due: float | None  # epoch seconds
     last_finished: float | None  # epoch seconds
+    late: int = 0  # runs stored after their due time
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,8 @@ class BenchmarkLedger:
         pickups = tuple(sorted(float(row.pickup) for row in rows))
         first_due = min((float(row.due) for row in rows), default=None)
         last_finished = max((float(row.finished) for row in rows), default=None)
-        return RunTimings(pickups, first_due, last_finished)
+        late = sum(1 for row in rows if row.late)
+        return RunTimings(pickups, first_due, last_finished, late)
 
     async def stages(self, tag: str) -> dict[str, dict[str, float]]:
         """Seconds spent in each stage by the succeeded runs of ``tag`` (p50 and max)."""

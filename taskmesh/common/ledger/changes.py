@@ -11,7 +11,7 @@ once, in its final state, and every hop still gets its own event, in order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -176,7 +176,9 @@ WRITE = text(f"""
     SELECT id FROM moved
 """)
 
-NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+# The payload is empty for runs claimable now, else the earliest ready time (ISO 8601) of
+# runs that become claimable later: a dispatcher sets its timer to it instead of polling.
+NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', CAST(:payload AS text))")
 
 
 def locked_from_row(row: Row) -> Locked:
@@ -268,6 +270,16 @@ async def write_changes(connection: AsyncConnection, changes: Sequence[Change]) 
     return [change.after for change in changes if change.after.id in written]
 
 
-async def notify_due(connection: AsyncConnection) -> None:
-    """Wake dispatchers (delivered when this transaction commits)."""
-    await connection.execute(NOTIFY)
+async def notify_due(connection: AsyncConnection, ready_at: datetime | None = None) -> None:
+    """Tell dispatchers that runs are claimable at ``ready_at`` (None: now), on commit."""
+    payload = "" if ready_at is None else ready_at.isoformat()
+    await connection.execute(NOTIFY, {"payload": payload})
+
+
+async def notify_ready(
+    connection: AsyncConnection, ready_times: Iterable[datetime], now: datetime
+) -> None:
+    """NOTIFY dispatchers of the earliest of ``ready_times`` (nothing when there is none)."""
+    earliest = min(ready_times, default=None)
+    if earliest is not None:
+        await notify_due(connection, None if earliest <= now else earliest)

@@ -165,7 +165,7 @@ async def reap_region(
     settlement = await transitions.settle(connection, ended, jitter, lost_retry_limit)
     await membership.mark_region_down(connection, region)
     requeued = [run for run in moved if run.state is RunState.PENDING]
-    await transitions.notify_if_due(connection, requeued, now)
+    await transitions.notify_if_due(connection, [*requeued, *settlement.retries.values()], now)
     return ReapResult(
         region, _by_due(requeued), _by_due(lost), _by_due(list(settlement.retries.values()))
     )

@@ -209,6 +209,20 @@ async def claim_due_runs(
     return [claimed_from_row(row) for row in rows.mappings()]
 
 
+# The earliest time a pending run becomes claimable after ``now``, off ``ix_runs_ready``: the
+# dispatcher's timer. Runs ready already are not in it: they wait for credit, not for time.
+NEXT_READY = text("""
+    SELECT min(ready_at) FROM runs
+    WHERE state = 'pending' AND ready_at > CAST(:now AS timestamptz)
+""")
+
+
+async def next_ready_at(connection: AsyncConnection, now: datetime) -> datetime | None:
+    """When the next pending run becomes claimable after ``now``; None when none will by time."""
+    at: datetime | None = (await connection.execute(NEXT_READY, {"now": now})).scalar_one()
+    return at
+
+
 # A parked run is pending but not ready before ``until``: dispatchers skip it until then.
 PARK = text("""
     UPDATE runs SET ready_at = CAST(:until AS timestamptz)

@@ -39,17 +39,23 @@ def asyncpg_url(url: str | URL) -> URL:
 
 
 def create_engine(
-    url: str | URL, *, pool_size: int = 5, application_name: str = "taskmesh"
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    application_name: str = "taskmesh",
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """A small asyncpg pool for one daemon; connections are created lazily.
 
-    Connections are pinged at checkout, so those a server restart killed are replaced
-    instead of failing the next operation.
+    Connections are pinged at checkout (unless ``pre_ping`` is off), so those a server restart
+    killed are replaced instead of failing the next operation. Without the ping that operation
+    fails as ``LedgerUnavailableError`` and the pool replaces the connection: for a caller that
+    retries anyway and counts its round trips.
     """
     return create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         max_overflow=pool_size,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         connect_args={

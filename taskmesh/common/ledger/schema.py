@@ -245,6 +245,8 @@ runs = Table(
         "due_at",
         postgresql_where=text("state = 'pending' AND region IS NULL"),
     ),
+    # The dispatcher's timer: the next pending run to become ready (due, or out of a backoff).
+    Index("ix_runs_ready", "ready_at", postgresql_where=text("state = 'pending'")),
     # Exact counts by state and region (metrics) or by state (dashboard): index-only scans.
     Index("ix_runs_state_region", "state", "region"),
     # Recent spillover for the cluster view: only spilled attempts are in it, so it stays small.

@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.ledger import dependencies, retries
-from taskmesh.common.ledger.changes import Change, Locked, lock_ids, notify_due, write_changes
+from taskmesh.common.ledger.changes import Change, Locked, lock_ids, notify_ready, write_changes
 from taskmesh.common.ledger.creation import insert_runs
 from taskmesh.common.ledger.schema import ERROR_LIMIT, OUTPUT_TAIL_LIMIT
 from taskmesh.common.model import (
@@ -161,15 +161,10 @@ def _ended(locked: Mapping[UUID, Locked], written: Iterable[Run]) -> list[tuple[
     return [(locked[run.id], run) for run in written if run.state.is_terminal]
 
 
-def _is_due(run: Run, at: datetime) -> bool:
-    """True for a pending attempt a dispatcher may claim at ``at``."""
-    return run.state is RunState.PENDING and (run.ready_at or run.due_at) <= at
-
-
 async def notify_if_due(connection: AsyncConnection, runs: Sequence[Run], at: datetime) -> None:
-    """NOTIFY dispatchers when any of ``runs`` is claimable now."""
-    if any(_is_due(run, at) for run in runs):
-        await notify_due(connection)
+    """NOTIFY dispatchers when any of ``runs`` is pending: claimable at ``at`` or later."""
+    pending = [run.ready_at or run.due_at for run in runs if run.state is RunState.PENDING]
+    await notify_ready(connection, pending, at)
 
 
 async def record(
@@ -188,7 +183,8 @@ async def record(
     ended = _ended(locked, written.values())
     settlement = await settle(connection, ended, jitter, lost_retry_limit)
     at = max(transition.at for transition in transitions)
-    await notify_if_due(connection, [*written.values(), *settlement.unblocked], at)
+    woken = [*written.values(), *settlement.retries.values(), *settlement.unblocked]
+    await notify_if_due(connection, woken, at)
     return _outcomes(judged, written, settlement)
 
 
