@@ -91,7 +91,8 @@ class RegionService(region_pb2_grpc.RegionServicer):
         if runtime.queue.credit <= 0:
             detail = f"queue is full ({runtime.queue.capacity} runs)"
             return refusal(message.run_id, Reason.REFUSAL_REASON_NO_CREDIT, detail)
-        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock()))
+        wire = message.SerializeToString()
+        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock(), wire=wire))
         return None
 
     def _forget(self, run_id: UUID) -> None:

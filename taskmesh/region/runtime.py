@@ -95,14 +95,13 @@ class RegionRuntime:
 
     def enqueue(self, queued: QueuedRun) -> None:
         """Queue a delegated run (the caller checked credit)."""
-        self.queue.push(queued.key, queued.claimed.kind, queued.priority, queued)
+        self.queue.push(queued.key, queued.kind, queued.priority, queued)
         self.wake()
 
     def requeue(self, queued: QueuedRun) -> None:
         """Put a run back in the queue with the wait it already had."""
-        self.queue.restore(
-            queued.key, queued.claimed.kind, queued.priority, queued, queued.enqueued_at
-        )
+        queued.compact()
+        self.queue.restore(queued.key, queued.kind, queued.priority, queued, queued.enqueued_at)
         self.wake()
 
     def withdraw(self, held: HeldRun, reason: str) -> None:
