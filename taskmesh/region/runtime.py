@@ -95,7 +95,7 @@ class RegionRuntime:
 
     def enqueue(self, queued: QueuedRun) -> None:
         """Queue a delegated run (the caller checked credit)."""
-        self.queue.push(queued.key, queued.kind, queued.priority, queued)
+        self.queue.push(queued.key, queued.kind, queued.priority, queued, queued.enqueued_at)
         self.wake()
 
     def requeue(self, queued: QueuedRun) -> None:
