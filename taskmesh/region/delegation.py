@@ -94,8 +94,7 @@ class RegionService(region_pb2_grpc.RegionServicer):
         if runtime.queue.credit <= 0:
             detail = f"queue is full ({runtime.queue.capacity} runs)"
             return refusal(message.run_id, Reason.REFUSAL_REASON_NO_CREDIT, detail)
-        wire = message.SerializeToString()
-        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock(), wire=wire))
+        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock(), wire=message))
         return None
 
     def _forget(self, run_id: UUID) -> None:

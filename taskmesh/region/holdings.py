@@ -16,8 +16,9 @@ class QueuedRun:
     """A delegated run in the queue: its claim, current priority and when it arrived.
 
     A region may hold a hundred thousand of these, so one is compact: the claim is kept as
-    its wire bytes (as the master sent it) and decoded when the run leaves the queue for a
-    worker; the decoded claim is kept only until the run is queued again (``compact``).
+    its wire bytes (as the master sent it, less the run id, which is the key) and decoded when
+    the run leaves the queue for a worker; the decoded claim is kept only until the run is
+    queued again (``compact``).
     """
 
     __slots__ = ("_claimed", "_wire", "bounces", "enqueued_at", "epoch", "key", "kind", "priority")
@@ -29,7 +30,7 @@ class QueuedRun:
         enqueued_at: float,
         bounces: int = 0,
         *,
-        wire: bytes | None = None,
+        wire: region_pb2.ClaimedRun | None = None,
     ) -> None:
         """Queue ``claimed``; ``wire`` is its ClaimedRun message as received, if at hand."""
         self.key = str(claimed.run_id)  # the run's key in the queue
@@ -38,19 +39,35 @@ class QueuedRun:
         self.priority = priority
         self.enqueued_at = enqueued_at  # on the queue's clock; kept when it returns from a worker
         self.bounces = bounces  # times a worker gave it back without starting it
-        self._wire = wire if wire is not None else claimed_run_to_proto(claimed).SerializeToString()
+        message = wire if wire is not None else claimed_run_to_proto(claimed)
+        self._wire = _without_run_id(message)
         self._claimed: ClaimedRun | None = None
+
+    @property
+    def run_id(self) -> UUID:
+        """The run's id (without decoding the claim)."""
+        return UUID(self.key)
 
     @property
     def claimed(self) -> ClaimedRun:
         """The claim, decoded from its wire bytes (kept until ``compact``)."""
         if self._claimed is None:
-            self._claimed = claimed_run_from_proto(region_pb2.ClaimedRun.FromString(self._wire))
+            message = region_pb2.ClaimedRun.FromString(self._wire)
+            message.run_id = self.key
+            self._claimed = claimed_run_from_proto(message)
         return self._claimed
 
     def compact(self) -> None:
         """Drop the decoded claim: the run is back in the queue."""
         self._claimed = None
+
+
+def _without_run_id(message: region_pb2.ClaimedRun) -> bytes:
+    """The message's wire bytes without its run id (36 of some 160 bytes)."""
+    trimmed = region_pb2.ClaimedRun()
+    trimmed.CopyFrom(message)
+    trimmed.ClearField("run_id")
+    return trimmed.SerializeToString()
 
 
 @dataclass(slots=True)

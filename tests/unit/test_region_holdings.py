@@ -48,9 +48,10 @@ def test_the_claim_comes_back_whole_from_its_wire_bytes() -> None:
         schedule_to_start_timeout=timedelta(minutes=2),
         labels={"team": "data"},
     )
-    wire = claimed_run_to_proto(claimed).SerializeToString()
+    wire = claimed_run_to_proto(claimed)
     for queued in (QueuedRun(claimed, 5, 1.0), QueuedRun(claimed, 5, 1.0, wire=wire)):
         assert (queued.key, queued.epoch, queued.kind) == (str(claimed.run_id), 3, "etl")
+        assert queued.run_id == claimed.run_id
         assert queued.priority == 5
         assert queued.claimed == claimed
 
