@@ -21,6 +21,8 @@ THROUGHPUT_OF_PROBE = 0.35
 PICKUP_P99_MS = {200: 20.0, 1000: 100.0}
 IDLE_WORKER_MIB = 60.0
 QUEUED_REGION_MIB = 150.0
+LEDGER_GROWTH = 1.2  # claim cost at the largest ledger over the baseline
+CLUSTER_OF_BASELINE = 0.5  # throughput of the large cluster over the 4-worker one
 
 
 def check_plotting() -> None:
@@ -61,6 +63,56 @@ def table_rows(results: Mapping[str, Any]) -> list[Row]:
     for mode, figures in results.get("submit", {}).items():
         rows.append(("submit", f"{mode} tasks/s", f"{figures['tasks_per_second']:,.0f}", ""))
     rows += _memory_rows(results.get("memory", {}))
+    rows += _cluster_rows(results.get("cluster"))
+    rows += _ledger_rows(results.get("ledger"))
+    return rows
+
+
+def _cluster_rows(cluster: Mapping[str, Any] | None) -> list[Row]:
+    if not cluster or "throughput" not in cluster:
+        return []
+    base, scaled = cluster["baseline"], cluster["throughput"]
+    share = cluster["of_baseline"]
+    target = f"{share:.0%} of baseline (≥50%: {_verdict(share >= CLUSTER_OF_BASELINE)})"
+    runs = f"{scaled['runs']:,} no-op runs/s"
+    rows: list[Row] = [
+        (
+            "cluster",
+            f"{runs}, {base['workers']} workers",
+            f"{base['throughput']['runs_per_second']:,.0f}",
+            "baseline",
+        ),
+        (
+            "cluster",
+            f"{runs}, {cluster['workers']:,} workers / {cluster['regions']} regions",
+            f"{scaled['runs_per_second']:,.0f}",
+            target,
+        ),
+    ]
+    for phase in ("idle", "peak"):
+        sizes = cluster["region_rss_mib"][phase].values()
+        if sizes:
+            figure = f"region RSS with {cluster['workers'] // cluster['regions']} workers, {phase}"
+            value = f"{max(sizes):.0f} MiB max, {sum(sizes) / len(sizes):.0f} mean"
+            rows.append(("cluster", figure, value, ""))
+    return rows
+
+
+def _ledger_rows(ledger: Mapping[str, Any] | None) -> list[Row]:
+    if not ledger:
+        return []
+    rows: list[Row] = []
+    claim = f"claim of {ledger['claim_runs']} runs"
+    baseline = f"{ledger['baseline_history_runs']:,}"
+    for point in ledger["sizes"]:
+        figure = f"{claim}, {point['history_runs']:,} finished runs: p50/p90"
+        value = f"{point['claim_ms_p50']:.1f}/{point['claim_ms_p90']:.1f} ms"
+        rows.append(("ledger", figure, value, f"baseline {point['baseline_claim_ms_p50']:.1f} ms"))
+    largest = ledger["sizes"][-1]
+    ratio = largest["over_baseline"]
+    figure = f"claim cost {largest['history_runs']:,} / {baseline} finished runs"
+    target = f"≤ +{LEDGER_GROWTH - 1:.0%}: {_verdict(ratio <= LEDGER_GROWTH)}"
+    rows.append(("ledger", figure, f"{ratio - 1:+.0%}", target))
     return rows
 
 

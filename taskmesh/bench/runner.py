@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from taskmesh.bench.cluster import (
     ledger_url,
     running_cluster,
 )
+from taskmesh.bench.cluster_scale import ClusterScale, cluster_scale
+from taskmesh.bench.ledger_scale import ledger_scale
 from taskmesh.bench.load import (
     BenchmarkError,
     Submitter,
@@ -40,9 +42,10 @@ from taskmesh.common.ledger.benchmarks import BenchmarkLedger
 from taskmesh.common.model import RunState
 from taskmesh.local_cluster import LocalCluster
 
-SCENARIOS = ("throughput", "pickup", "submit", "probe", "memory")
+SCENARIOS = ("throughput", "pickup", "submit", "probe", "memory", "cluster", "ledger")
 WARM_UP_RUNS = 8
 IDLE_SETTLE_SECONDS = 1.0
+LEDGER_ROWS = (10_000, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,9 @@ class BenchOptions:
     rates: tuple[int, ...] = (200, 1000)
     pickup_seconds: float = 10.0
     queued: int = 100_000
+    ledger_rows: tuple[int, ...] = LEDGER_ROWS
+    claims: int = 50
+    cluster: ClusterScale = field(default_factory=ClusterScale)
     shape: ClusterShape = field(default_factory=ClusterShape)
     database_url: str | None = None
     work_dir: Path | None = None
@@ -125,6 +131,12 @@ async def _measure(
         if "probe" in results and "throughput" in results:
             share = results["throughput"]["runs_per_second"] / results["probe"]["rows_per_second"]
             results["throughput_of_probe"] = round(share, 6)
+        if "cluster" in options.scenarios:
+            await _measure_cluster_scale(options, url, work_dir, ledger, results["cluster"])
+        if "ledger" in options.scenarios:  # last: filling millions of rows loads the machine
+            results["ledger"] = await ledger_scale(
+                url, options.ledger_rows, options.claims, progress
+            )
         report["load_average_after"] = list(os.getloadavg())
         return report, latencies
     finally:
@@ -140,7 +152,7 @@ async def _measure_cluster(
 ) -> dict[int, list[float]]:
     """The scenarios that need the measured cluster (2 regions, 4+ workers)."""
     latencies: dict[int, list[float]] = {}
-    wanted = options.scenarios & {"throughput", "pickup", "submit", "memory"}
+    wanted = options.scenarios & {"throughput", "pickup", "submit", "memory", "cluster"}
     if not wanted:
         return latencies
     shape = options.shape
@@ -153,7 +165,7 @@ async def _measure_cluster(
     ):
         target = scenarios.Target(submitter, ledger, options.shape.regions)
         progress("warming up")
-        await _warm_up(target)
+        await scenarios.warm_up(target, "warm-up", WARM_UP_RUNS)
         pids = daemon_pids(cluster)
         memory: dict[str, Any] = {}
         if "memory" in options.scenarios:
@@ -178,21 +190,42 @@ async def _measure_cluster(
         if "memory" in options.scenarios:
             progress(f"memory: the {HOLD_REGION} region holding {options.queued:,} runs")
             memory["queued"] = await _measure_queued(options, target, pids)
+        if "cluster" in options.scenarios:
+            runs = options.cluster.runs
+            progress(f"cluster: baseline, {runs:,} no-op runs on this cluster")
+            baseline = await scenarios.throughput(target, runs, "cluster-baseline")
+            workers = len(shape.regions) * shape.workers_per_region
+            results["cluster"] = {"baseline": {"workers": workers, "throughput": baseline}}
         progress("stopping the cluster")
     return latencies
+
+
+async def _measure_cluster_scale(
+    options: BenchOptions,
+    url: str,
+    work_dir: Path,
+    ledger: BenchmarkLedger,
+    figures: dict[str, Any],
+) -> None:
+    """The simulated cluster's figures, beside the baseline measured just before."""
+    figures.update(
+        await cluster_scale(
+            options.cluster,
+            options.shape,
+            url=url,
+            work_dir=work_dir,
+            ledger=ledger,
+            progress=progress,
+        )
+    )
+    baseline = figures["baseline"]["throughput"]["runs_per_second"]
+    figures["of_baseline"] = round(figures["throughput"]["runs_per_second"] / baseline, 4)
 
 
 def _submitter(cluster: LocalCluster) -> Submitter:
     assert cluster.master is not None
     addresses = cluster.master.addresses
     return Submitter(addresses["grpc"], f"http://{addresses['http']}")
-
-
-async def _warm_up(target: scenarios.Target) -> None:
-    """A few runs through every region, so that workers are connected before the clock starts."""
-    specs = noop_specs("warm-up", WARM_UP_RUNS, target.regions)
-    await target.submitter.submit_workflow(workflow_request(specs))
-    await scenarios.wait_until_succeeded(target.ledger, "warm-up", WARM_UP_RUNS, 120.0)
 
 
 async def _measure_queued(
@@ -237,6 +270,9 @@ def _options_json(options: BenchOptions) -> dict[str, Any]:
         "rates": list(options.rates),
         "pickup_seconds": options.pickup_seconds,
         "queued": options.queued,
+        "cluster": asdict(options.cluster),
+        "ledger_rows": list(options.ledger_rows),
+        "claims": options.claims,
         "regions": list(options.shape.regions),
         "workers_per_region": options.shape.workers_per_region,
         "slots": options.shape.slots,

@@ -85,14 +85,20 @@ async def wait_until_succeeded(
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def warm_up(target: Target, tag: str, count: int) -> None:
+    """``count`` runs through every region, so that workers are connected before timing."""
+    specs = noop_specs(tag, count, target.regions)
+    await target.submitter.submit_workflow(workflow_request(specs))
+    await wait_until_succeeded(target.ledger, tag, count, 120.0)
+
+
 def finish_timeout(runs: int) -> float:
     """A generous bound for ``runs`` to finish: catches a hang, never judges speed."""
     return 120.0 + runs / 20
 
 
-async def throughput(target: Target, runs: int) -> dict[str, Any]:
-    """Submit ``runs`` no-op runs in batches; time until the last one succeeded."""
-    tag = "throughput"
+async def throughput(target: Target, runs: int, tag: str = "throughput") -> dict[str, Any]:
+    """Submit ``runs`` no-op runs (labelled ``tag``) in batches; time until the last succeeded."""
     requests = [
         workflow_request(batch)
         for batch in batches(noop_specs(tag, runs, target.regions), BATCH_SIZE)

@@ -12,14 +12,14 @@ from taskmesh.common.command_line import EXIT_OK
 if TYPE_CHECKING:
     from taskmesh.cli.shared import Subcommands
 
-SCENARIOS = ("throughput", "pickup", "submit", "probe", "memory")
+SCENARIOS = ("throughput", "pickup", "submit", "probe", "memory", "cluster", "ledger")
 
 
 def add_bench_command(commands: Subcommands) -> None:
     """Register ``taskmesh bench``."""
     bench = commands.add_parser(
         "bench",
-        help="measure throughput, pickup latency, submission rate and memory on a local cluster",
+        help="measure throughput, latency, submission, memory and scale on a local cluster",
         description="Start a local cluster (2 regions, 2 workers each by default) on a durable "
         "embedded PostgreSQL, run no-op tasks through it, print a table and optionally write "
         "JSON and a PNG of the pickup latency distribution.",
@@ -44,6 +44,32 @@ def add_bench_command(commands: Subcommands) -> None:
     )
     bench.add_argument(
         "--queued", type=at_least(1), default=100_000, help="runs a region holds for memory"
+    )
+    bench.add_argument(
+        "--cluster-regions", type=at_least(1), default=10, help="regions of the scaled cluster"
+    )
+    bench.add_argument(
+        "--cluster-workers",
+        type=at_least(1),
+        default=1000,
+        help="simulated workers of the scaled cluster, in all",
+    )
+    bench.add_argument(
+        "--cluster-runs",
+        type=at_least(1),
+        default=20_000,
+        help="runs through the scaled cluster and through the baseline",
+    )
+    bench.add_argument(
+        "--ledger-rows",
+        type=size_list,
+        default=(10_000, 1_000_000),
+        metavar="N1,N2",
+        help="ledger sizes (finished runs of history) for the claim cost "
+        "(default: 10000,1000000; add 10000000 for the full figure)",
+    )
+    bench.add_argument(
+        "--claims", type=at_least(1), default=50, help="timed claims per ledger size"
     )
     bench.add_argument("--workers", type=at_least(1), default=2, help="workers per region")
     bench.add_argument("--slots", type=at_least(1), default=16, help="slots per worker")
@@ -100,10 +126,19 @@ def rate_list(text: str) -> tuple[int, ...]:
     return tuple(parse(part.strip()) for part in text.split(","))
 
 
+def size_list(text: str) -> tuple[int, ...]:
+    """``10000,1000000`` → (10000, 1000000); each at least 1, ascending and distinct."""
+    sizes = rate_list(text)
+    if list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"sizes must be distinct and ascending, got {text}")
+    return sizes
+
+
 def run_bench_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the benchmark and print its table."""
     # Imported here: `taskmesh --help` and every other command do not pay for it.
     from taskmesh.bench.cluster import ClusterShape  # noqa: PLC0415
+    from taskmesh.bench.cluster_scale import ClusterScale  # noqa: PLC0415
     from taskmesh.bench.report import format_table, table_rows  # noqa: PLC0415
     from taskmesh.bench.runner import BenchOptions, run_bench  # noqa: PLC0415
 
@@ -113,6 +148,11 @@ def run_bench_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         rates=args.rates,
         pickup_seconds=args.pickup_seconds,
         queued=args.queued,
+        ledger_rows=args.ledger_rows,
+        claims=args.claims,
+        cluster=ClusterScale(
+            regions=args.cluster_regions, workers=args.cluster_workers, runs=args.cluster_runs
+        ),
         shape=ClusterShape(workers_per_region=args.workers, slots=args.slots),
         database_url=args.database_url,
         work_dir=args.work_dir,

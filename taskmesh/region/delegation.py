@@ -20,6 +20,7 @@ from taskmesh.common.rpc import cluster_pb2, region_pb2, region_pb2_grpc
 from taskmesh.common.rpc.runs import claimed_run_from_proto
 from taskmesh.common.rpc.status import abort_with
 from taskmesh.region import messages
+from taskmesh.region.heap_trimmer import HeapTrimmer
 from taskmesh.region.holdings import QueuedRun
 from taskmesh.region.runtime import RegionRuntime
 
@@ -43,6 +44,7 @@ class RegionService(region_pb2_grpc.RegionServicer):
         self._runtime = runtime
         self._describe = describe
         self._dequeued: OrderedDict[UUID, int] = OrderedDict()  # answers retried cancels
+        self.trimmer = HeapTrimmer()
 
     async def Delegate(
         self, request: region_pb2.DelegateRequest, context: grpc.aio.ServicerContext[object, object]
@@ -58,6 +60,7 @@ class RegionService(region_pb2_grpc.RegionServicer):
                 response.refused.append(refused)
         response.credit = self._runtime.credit
         response.queue_depth = len(self._runtime.queue)
+        self.trimmer.delegated(len(request.runs))
         if response.refused:
             log.info(
                 "delegation from %s: %d accepted, %d refused",
@@ -91,7 +94,7 @@ class RegionService(region_pb2_grpc.RegionServicer):
         if runtime.queue.credit <= 0:
             detail = f"queue is full ({runtime.queue.capacity} runs)"
             return refusal(message.run_id, Reason.REFUSAL_REASON_NO_CREDIT, detail)
-        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock()))
+        runtime.enqueue(QueuedRun(claimed, claimed.priority, runtime.clock(), wire=message))
         return None
 
     def _forget(self, run_id: UUID) -> None:

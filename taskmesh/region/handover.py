@@ -78,7 +78,7 @@ class Handover:
         writer = self._runtime.writer
         # Runs that came back from workers have their assigned → delegated still in the writer.
         await self._within(writer.flush(), self._remaining())
-        items = [(q.claimed.run_id, q.epoch) for q in self._runtime.queue.drain()]
+        items = [(q.run_id, q.epoch) for q in self._runtime.queue.drain()]
         if not items:
             return True
         released = await self._within(self._release(items), self._remaining())

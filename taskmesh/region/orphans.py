@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
@@ -40,8 +40,10 @@ class OrphanStore(Protocol):
         """Take back a region's runs."""
         ...
 
-    async def delegated_before(self, region: str, before: datetime) -> list[tuple[UUID, int]]:
-        """Runs delegated to ``region`` before ``before``, still delegated."""
+    async def delegated_before(
+        self, region: str, before: datetime, keep: Callable[[UUID, int], bool] = ...
+    ) -> list[tuple[UUID, int]]:
+        """Runs delegated to ``region`` before ``before``, still delegated, that ``keep`` keeps."""
         ...
 
     async def release_runs(
@@ -108,8 +110,11 @@ class DelegationAudit:
     async def audit_once(self) -> int:
         """Release the orphaned delegations once; returns how many were released."""
         runtime = self._runtime
-        delegated = await self._ledger.delegated_before(runtime.name, runtime.now() - self._age)
-        orphans = [(run_id, epoch) for run_id, epoch in delegated if not self._holds(run_id, epoch)]
+        orphans = await self._ledger.delegated_before(
+            runtime.name,
+            runtime.now() - self._age,
+            lambda run_id, epoch: not self._holds(run_id, epoch),
+        )
         if not orphans:
             return 0
         outcomes = await self._ledger.release_runs(orphans, runtime.now())

@@ -62,13 +62,17 @@ class RunQueue(Generic[T]):
         """Free room, advertised upstream so nobody pushes past it (0 when over capacity)."""
         return max(0, self.capacity - len(self._entries))
 
-    def push(self, run_id: str, kind: str, priority: int, payload: T) -> None:
-        """Enqueue a run; raises ``QueueFullError`` at capacity, ``ValueError`` if present."""
+    def push(
+        self, run_id: str, kind: str, priority: int, payload: T, enqueued_at: float | None = None
+    ) -> None:
+        """Enqueue a run (arrived now, or at ``enqueued_at`` on the queue's clock); raises
+        ``QueueFullError`` at capacity, ``ValueError`` if present."""
         if run_id in self._entries:
             raise ValueError(f"run {run_id} is already queued")
         if self.credit <= 0:
             raise QueueFullError(f"queue is full ({self.capacity} runs)")
-        self._insert(run_id, kind, priority, self._clock(), payload)
+        at = self._clock() if enqueued_at is None else enqueued_at
+        self._insert(run_id, kind, priority, at, payload)
 
     def restore(
         self, run_id: str, kind: str, priority: int, payload: T, enqueued_at: float

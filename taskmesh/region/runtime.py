@@ -117,7 +117,7 @@ class RegionRuntime:
 
     def enqueue(self, queued: QueuedRun) -> None:
         """Queue a delegated run (the caller checked credit)."""
-        self.queue.push(queued.key, queued.claimed.kind, queued.priority, queued)
+        self.queue.push(queued.key, queued.kind, queued.priority, queued, queued.enqueued_at)
         self.wake()
 
     def requeue(self, queued: QueuedRun, *, wake: bool = True) -> None:
@@ -126,9 +126,8 @@ class RegionRuntime:
         ``wake=False`` for a run the assigner itself puts back (no worker can take it now):
         waking would only spin the assigner until a worker or credit changes.
         """
-        self.queue.restore(
-            queued.key, queued.claimed.kind, queued.priority, queued, queued.enqueued_at
-        )
+        queued.compact()
+        self.queue.restore(queued.key, queued.kind, queued.priority, queued, queued.enqueued_at)
         if wake:
             self.wake()
 

@@ -13,21 +13,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from taskmesh.common.probes import Component, Probes, ProbeServer, Readiness
 from taskmesh.common.retry_policies import Backoff
 from taskmesh.common.systemd import WatchdogConfig, start_watchdog
 from taskmesh.common.topology import Address
-from taskmesh.worker.foreman import Foreman
+from taskmesh.worker.engine import WorkerEngine
 from taskmesh.worker.grpc_health import GrpcHealth
-from taskmesh.worker.messages import Assignment, Result
+from taskmesh.worker.messages import Result
 from taskmesh.worker.metrics import WorkerFigures, WorkerMetrics
 from taskmesh.worker.orphan_guard import OrphanGuard
-from taskmesh.worker.outbox import Outbox
-from taskmesh.worker.region_link import LinkState, RegionLink
+from taskmesh.worker.region_link import LinkState
 from taskmesh.worker.settings import WorkerSettings
-from taskmesh.worker.slots import SlotPool, Stop, StopKind
+from taskmesh.worker.slots import Stop, StopKind
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +45,18 @@ class Worker:
     ) -> None:
         self.settings = settings
         self._watchdog = watchdog
-        self.outbox = Outbox()
         self.guard = OrphanGuard()
-        self.slots = SlotPool(
-            settings.slots,
-            on_start=self._started,
-            on_finish=self._finished,
-            output_limit=settings.output_limit,
-            guard=self.guard,
-            env=settings.command_env,
-            run_as=settings.run_as,
-        )
-        self.foreman = Foreman(
+        self.engine = WorkerEngine(
             settings,
-            self.slots,
-            self.outbox,
-            wake=self._results_ready,
             drain=self._drain_requested,
-        )
-        self.link = RegionLink(
-            settings.region_address,
-            self.foreman,
-            self.outbox,
-            heartbeat_interval=settings.heartbeat_interval,
+            finished=self._count_finished,
+            guard=self.guard,
             backoff=backoff,
-            tls=settings.tls,
         )
+        self.outbox = self.engine.outbox
+        self.slots = self.engine.slots
+        self.foreman = self.engine.foreman
+        self.link = self.engine.link
         self.metrics = WorkerMetrics(settings.worker_id, self._figures)
         self._http = ProbeServer(settings.http, Probes(self._readiness, self.metrics.registry))
         self._grpc = GrpcHealth(settings.grpc, lambda: bool(self.status()["ready"]))
@@ -195,19 +180,9 @@ class Worker:
         connected = self.link.state is LinkState.CONNECTED
         return WorkerFigures(self.slots.total, self.slots.in_use, connected, len(self.outbox))
 
-    def _started(self, assignment: Assignment, at: datetime) -> None:
-        """A slot started a run's process: tell the region."""
-        self.link.report_started(assignment.key, at)
-
-    def _finished(self, assignment: Assignment, result: Result | None) -> None:
-        """A slot finished a run: count it, keep its result for the region."""
-        if result is not None:
-            self.metrics.count_finished(result.state)
-        self.foreman.record(result)
-
-    def _results_ready(self) -> None:
-        """New results are in the outbox: have the link write them."""
-        self.link.wake()
+    def _count_finished(self, result: Result) -> None:
+        """A slot finished a run: count it."""
+        self.metrics.count_finished(result.state)
 
     def _drain_requested(self, reason: str, grace: timedelta | None) -> None:
         """The region asked this worker to drain."""

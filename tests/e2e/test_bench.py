@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCENARIOS = {"throughput", "pickup", "submit", "probe", "memory"}
+SCENARIOS = {"throughput", "pickup", "submit", "probe", "memory", "cluster", "ledger"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -18,9 +18,11 @@ def test_bench_smoke_reports_every_scenario(database_url: str, tmp_path: Path) -
     report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     argv = [sys.executable, "-m", "taskmesh", "bench", "--database-url", database_url]
     argv += ["--runs", "40", "--rates", "20,40", "--pickup-seconds", "1", "--queued", "30"]
+    argv += ["--cluster-regions", "2", "--cluster-workers", "6", "--cluster-runs", "30"]
+    argv += ["--ledger-rows", "100,1000", "--claims", "3"]
     argv += ["--workers", "1", "--slots", "4", "--work-dir", str(tmp_path / "work")]
     argv += ["--json", str(report_path), "--plot", str(plot_path)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
     report = json.loads(report_path.read_text())
@@ -46,7 +48,22 @@ def test_bench_smoke_reports_every_scenario(database_url: str, tmp_path: Path) -
     assert set(memory["queued"]["rss_mib"]) == {"master", "region-hold"}
     assert all(mib > 0 for mib in memory["idle"].values())
 
+    cluster = results["cluster"]
+    assert (cluster["regions"], cluster["workers"]) == (2, 6)
+    assert cluster["baseline"]["workers"] == 2
+    assert cluster["baseline"]["throughput"]["runs"] == cluster["throughput"]["runs"] == 30
+    assert cluster["of_baseline"] > 0
+    assert set(cluster["region_rss_mib"]["peak"]) == {"region-r01", "region-r02"}
+    ledger = results["ledger"]
+    assert [size["history_runs"] for size in ledger["sizes"]] == [100, 1000]
+    assert [size["ledger_runs"] for size in ledger["sizes"]] == [1100, 2000]  # + the due runs
+    for size in ledger["sizes"]:
+        assert 0 < size["claim_ms_p50"] <= size["claim_ms_p90"]
+        assert size["baseline_claim_ms_p50"] > 0
+    assert ledger["largest_over_baseline"] > 0
+
     assert plot_path.read_bytes().startswith(PNG_SIGNATURE)
     table = done.stdout
-    for heading in ("probe", "throughput", "pickup @20/s", "grpc_batch", "region-hold RSS"):
+    headings = ("probe", "throughput", "pickup @20/s", "grpc_batch", "region-hold RSS")
+    for heading in (*headings, "6 workers / 2 regions", "1,000 finished runs"):
         assert heading in table

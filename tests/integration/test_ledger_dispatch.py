@@ -194,3 +194,20 @@ async def test_release_puts_refused_runs_back(ledger: Ledger, scenario) -> None:
     assert event.detail == {"cause": "released"}
     reclaimed = await ledger.claim_due_runs({"r1": 0, "r2": 5}, NOW)
     assert {c.run_id: c.epoch for c in reclaimed} == {delegated.id: 2}
+
+
+async def test_delegated_before_streams_only_what_the_caller_keeps(
+    ledger: Ledger, scenario
+) -> None:
+    """A region's audit gets its old delegations, filtered as they stream in."""
+    for _ in range(5):
+        await scenario.submit(region="r1")
+    await scenario.submit(region="r2")
+    claimed = await ledger.claim_due_runs({"r1": 5, "r2": 1}, NOW)
+    mine = {(c.run_id, c.epoch) for c in claimed if c.region == "r1"}
+    later = NOW + timedelta(seconds=1)
+    assert set(await ledger.delegated_before("r1", later)) == mine
+    assert await ledger.delegated_before("r1", NOW) == []  # delegated at NOW, not before
+    held = set(list(mine)[:3])
+    kept = await ledger.delegated_before("r1", later, lambda r, e: (r, e) not in held)
+    assert set(kept) == mine - held

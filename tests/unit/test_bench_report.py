@@ -45,6 +45,46 @@ def test_table_judges_the_targets() -> None:
     assert "≤ 60 MB: met" in table
 
 
+def test_table_judges_the_scale_targets() -> None:
+    results = {
+        "cluster": {
+            "baseline": {"workers": 4, "throughput": {"runs": 100, "runs_per_second": 400.0}},
+            "throughput": {"runs": 100, "runs_per_second": 100.0},
+            "of_baseline": 0.25,
+            "regions": 10,
+            "workers": 1000,
+            "region_rss_mib": {"idle": {"region-r01": 90.0}, "peak": {"region-r01": 95.0}},
+        },
+        "ledger": {
+            "claim_runs": 300,
+            "baseline_history_runs": 10_000,
+            "sizes": [
+                {
+                    "history_runs": 10_000,
+                    "claim_ms_p50": 10.0,
+                    "claim_ms_p90": 12.0,
+                    "baseline_claim_ms_p50": 10.0,
+                    "over_baseline": 1.0,
+                },
+                {
+                    "history_runs": 10_000_000,
+                    "claim_ms_p50": 11.0,
+                    "claim_ms_p90": 13.0,
+                    "baseline_claim_ms_p50": 10.0,
+                    "over_baseline": 1.1,
+                },
+            ],
+        },
+    }
+    table = format_table(table_rows(results))
+    assert "25% of baseline (≥50%: MISSED)" in table
+    assert "1,000 workers / 10 regions" in table
+    assert "region RSS with 100 workers, peak" in table
+    assert "claim cost 10,000,000 / 10,000 finished runs" in table
+    assert "+10%" in table
+    assert "≤ +20%: met" in table
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -52,6 +92,8 @@ def test_table_judges_the_targets() -> None:
         (["--runs", "0"], "must be at least 1"),
         (["--rates", "200,fast"], "expected an integer"),
         (["--pickup-seconds", "-1"], "must be above 0"),
+        (["--ledger-rows", "1000,100"], "distinct and ascending"),
+        (["--cluster-workers", "0"], "must be at least 1"),
     ],
 )
 def test_bad_options_name_the_option(

@@ -265,9 +265,15 @@ class Ledger:
         """How many attempts wait in ``pending``: the backlog for admission control."""
         return await self._transaction(reads.count_pending)
 
-    async def delegated_before(self, region: str, before: datetime) -> list[tuple[UUID, int]]:
-        """(run id, epoch) of runs delegated to ``region`` before ``before``, still delegated."""
-        return await self._transaction(lambda c: reads.delegated_before(c, region, before))
+    async def delegated_before(
+        self,
+        region: str,
+        before: datetime,
+        keep: Callable[[UUID, int], bool] = lambda _run_id, _epoch: True,
+    ) -> list[tuple[UUID, int]]:
+        """(run id, epoch) of runs delegated to ``region`` before ``before``, still delegated,
+        those ``keep`` accepts (streamed, so only those are ever held in memory)."""
+        return await self._transaction(lambda c: reads.delegated_before(c, region, before, keep))
 
     async def count_runs_by_state(self) -> dict[RunState, int]:
         """Exactly how many attempts are in each state (every attempt, history included)."""
