@@ -19,8 +19,9 @@ Row = tuple[str, str, str, str]
 # The targets of issue #8 (this machine, durable ledger).
 THROUGHPUT_OF_PROBE = 0.35
 PICKUP_P99_MS = {200: 20.0, 1000: 100.0}
-IDLE_WORKER_MIB = 60.0
-QUEUED_REGION_MIB = 150.0
+IDLE_WORKER_MB = 60.0  # the issue says MB: 10**6 bytes, while RSS is measured in MiB
+QUEUED_REGION_MB = 150.0
+MB_PER_MIB = 2**20 / 10**6
 LEDGER_GROWTH = 1.2  # claim cost at the largest ledger over the baseline
 CLUSTER_OF_BASELINE = 0.5  # throughput of the large cluster over the 4-worker one
 
@@ -121,7 +122,7 @@ def _memory_rows(memory: Mapping[str, Any]) -> list[Row]:
     for name, mib in memory.get("idle", {}).items():
         target = ""
         if name.startswith("worker"):
-            target = f"≤ {IDLE_WORKER_MIB:.0f} MB: {_verdict(mib <= IDLE_WORKER_MIB)}"
+            target = _megabytes_target(mib, IDLE_WORKER_MB)
         rows.append(("memory", f"{name} idle RSS", f"{mib:.0f} MiB", target))
     for name, mib in memory.get("peak_during_throughput", {}).items():
         rows.append(("memory", f"{name} peak RSS, throughput", f"{mib:.0f} MiB", ""))
@@ -130,10 +131,16 @@ def _memory_rows(memory: Mapping[str, Any]) -> list[Row]:
         for name, mib in queued["rss_mib"].items():
             target = ""
             if name.startswith("region"):
-                target = f"≤ {QUEUED_REGION_MIB:.0f} MB: {_verdict(mib <= QUEUED_REGION_MIB)}"
+                target = _megabytes_target(mib, QUEUED_REGION_MB)
             figure = f"{name} RSS, {queued['runs']:,} queued"
             rows.append(("memory", figure, f"{mib:.0f} MiB", target))
     return rows
+
+
+def _megabytes_target(mib: float, limit_mb: float) -> str:
+    """The verdict on ``mib`` against a target in MB, with the size in MB shown."""
+    mb = mib * MB_PER_MIB
+    return f"{mb:.0f} MB ≤ {limit_mb:.0f} MB: {_verdict(mb <= limit_mb)}"
 
 
 def format_table(rows: Sequence[Row]) -> str:

@@ -35,14 +35,20 @@ def test_table_judges_the_targets() -> None:
         "pickup": [
             {"rate": 200, "achieved_rate": 199.0, "p50": 5.0, "p99": 30.0, "max": 40.0},
         ],
-        "memory": {"idle": {"worker-eu-1": 50.0, "master": 90.0}},
+        "memory": {
+            "idle": {"worker-eu-1": 57.0, "worker-eu-2": 58.0, "master": 90.0},
+            "queued": {"runs": 100_000, "rss_mib": {"region-hold": 145.0}},
+        },
     }
     table = format_table(table_rows(results))
     lines = table.splitlines()
     assert lines[0].split() == ["scenario", "figure", "value", "target"]
     assert "40% of probe (≥35%: met)" in table
     assert "p99 ≤ 20 ms: MISSED" in table
-    assert "≤ 60 MB: met" in table
+    # MiB measured, MB targeted: 57 MiB is 59.8 MB, 58 MiB 60.8 MB, 145 MiB 152 MB.
+    assert "60 MB ≤ 60 MB: met" in table
+    assert "61 MB ≤ 60 MB: MISSED" in table
+    assert "152 MB ≤ 150 MB: MISSED" in table
 
 
 def test_table_judges_the_scale_targets() -> None:
