@@ -673,8 +673,12 @@ async def test_a_draining_worker_says_so_before_it_refuses_anything(
     run to it again."""
     handle = start_worker(region.port)
     stream = await region.stream(0)
+    # A run still going holds the drain open for its grace, so the crossing assignment is read
+    # before the worker closes its stream (with none, it may stop first and never read it).
+    stream.assign(shell("busy", "sleep 30"))
+    await stream.wait_for(is_kind("started"))
     grace = Duration()
-    grace.FromTimedelta(timedelta(seconds=1))
+    grace.FromTimedelta(timedelta(seconds=3))
     stream.send(region_pb2.RegionMessage(drain=region_pb2.DrainWorker(reason="bye", grace=grace)))
     stream.assign(shell("crossing", "echo too late"))
     await handle.stopped()
