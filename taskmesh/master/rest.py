@@ -84,11 +84,20 @@ class RestApi:
         router.add_post("/v1/tasks/{task_id}/resume", self.resume)
         router.add_get("/v1/schedules", self.list_schedules)
         router.add_post("/v1/tasks/{task_id}/retry", self.retry)
-        self._probes.add_routes(router)
+        for path in Probes.PATHS:
+            router.add_get(path, self.probe)
         ClassicApi(self._api).add_routes(router)
         WorkflowRoutes(self._api).add_routes(router)
         Dashboard(self._api).install(app)
         return app
+
+    async def probe(self, request: web.Request) -> web.Response:
+        """``/healthz``, ``/readyz`` or ``/metrics``, answered by the daemon's ``Probes``."""
+        answer = await self._probes.answer(request.path)
+        if answer is None:
+            raise web.HTTPNotFound()
+        headers = {"Content-Type": answer.content_type}
+        return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def submit(self, request: web.Request) -> web.Response:
         """Store a task (201), or return the earlier one for a known idempotency key (200)."""
