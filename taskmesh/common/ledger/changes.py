@@ -276,10 +276,12 @@ async def notify_due(connection: AsyncConnection, ready_at: datetime | None = No
     await connection.execute(NOTIFY, {"payload": payload})
 
 
-async def notify_ready(
-    connection: AsyncConnection, ready_times: Iterable[datetime], now: datetime
-) -> None:
-    """NOTIFY dispatchers of the earliest of ``ready_times`` (nothing when there is none)."""
-    earliest = min(ready_times, default=None)
+async def notify_pending(connection: AsyncConnection, runs: Iterable[Run], now: datetime) -> None:
+    """NOTIFY dispatchers of the earliest instant a pending one of ``runs`` becomes claimable.
+
+    Nothing when none is pending: the others never become claimable by time.
+    """
+    ready = (run.ready_at or run.due_at for run in runs if run.state is RunState.PENDING)
+    earliest = min(ready, default=None)
     if earliest is not None:
         await notify_due(connection, None if earliest <= now else earliest)

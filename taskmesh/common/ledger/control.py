@@ -18,6 +18,7 @@ from taskmesh.common.ledger.changes import (
     Change,
     Locked,
     lock,
+    notify_pending,
 )
 from taskmesh.common.ledger.rows import run_from_row
 from taskmesh.common.ledger.schema import IN_FLIGHT_STATES, runs, tasks
@@ -165,7 +166,7 @@ async def reap_region(
     settlement = await transitions.settle(connection, ended, jitter, lost_retry_limit)
     await membership.mark_region_down(connection, region)
     requeued = [run for run in moved if run.state is RunState.PENDING]
-    await transitions.notify_if_due(connection, [*requeued, *settlement.retries.values()], now)
+    await notify_pending(connection, [*requeued, *settlement.retries.values()], now)
     return ReapResult(
         region, _by_due(requeued), _by_due(lost), _by_due(list(settlement.retries.values()))
     )

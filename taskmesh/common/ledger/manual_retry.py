@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import ConflictError
 from taskmesh.common.ledger import reads
-from taskmesh.common.ledger.changes import notify_ready
+from taskmesh.common.ledger.changes import notify_pending
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, lock_finished_tasks, readiness
 from taskmesh.common.ledger.rows import as_uuid
@@ -146,6 +146,5 @@ async def retry_task(connection: AsyncConnection, task_id: UUID, now: datetime) 
     mine = next((run for run in created if run.task_id == task_id), None)
     if mine is None:  # the task lock makes this unreachable; never report a retry not made
         raise ConflictError(f"task {task_id} was retried concurrently")
-    if mine.state is RunState.PENDING:
-        await notify_ready(connection, [mine.ready_at or mine.due_at], now)
+    await notify_pending(connection, [mine], now)
     return RetriedTask(task_id, mine, tuple(run for run in created if run.task_id != task_id))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.errors import NotFoundError, ValidationError
 from taskmesh.common.ledger import pausing, reads
-from taskmesh.common.ledger.changes import notify_ready
+from taskmesh.common.ledger.changes import notify_pending
 from taskmesh.common.ledger.creation import NewRun, insert_runs
 from taskmesh.common.ledger.dependencies import Readiness, readiness
 from taskmesh.common.ledger.rows import (
@@ -126,7 +126,7 @@ async def submit_task(
     if due_at is None:
         return task, None, True
     (run,) = await insert_runs(connection, new_runs(task, [due_at], ready, now))
-    await notify_ready(connection, ready_times([run]), now)
+    await notify_pending(connection, [run], now)
     return task, run, True
 
 
@@ -254,7 +254,7 @@ async def submit_plain_tasks(
         INSERT_PLAIN_TASKS, _plain_params(specs, ids, now, workflow_id)
     )
     runs = {run.task_id: run for run in (run_from_row(row) for row in result.mappings())}
-    await notify_ready(connection, ready_times(runs.values()), now)
+    await notify_pending(connection, runs.values(), now)
     return [
         (Task(id_, spec, now, workflow_id), runs.get(id_))
         for id_, spec in zip(ids, specs, strict=True)
@@ -274,13 +274,8 @@ async def materialise_runs(
     task = await reads.get_task(connection, task_id)
     ready = await readiness(connection, task.spec.dependencies)
     created = await insert_runs(connection, new_runs(task, due_times, ready, now))
-    await notify_ready(connection, ready_times(created), now)
+    await notify_pending(connection, created, now)
     return created
-
-
-def ready_times(runs: Iterable[Run]) -> list[datetime]:
-    """When each pending run among ``runs`` may be claimed (the others never will by time)."""
-    return [run.ready_at or run.due_at for run in runs if run.state is RunState.PENDING]
 
 
 async def create_workflow(connection: AsyncConnection, name: str, now: datetime) -> UUID:

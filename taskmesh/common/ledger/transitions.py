@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmesh.common.ledger import dependencies, retries
-from taskmesh.common.ledger.changes import Change, Locked, lock_ids, notify_ready, write_changes
+from taskmesh.common.ledger.changes import Change, Locked, lock_ids, notify_pending, write_changes
 from taskmesh.common.ledger.creation import insert_runs
 from taskmesh.common.ledger.schema import ERROR_LIMIT, OUTPUT_TAIL_LIMIT
 from taskmesh.common.model import (
@@ -161,12 +161,6 @@ def _ended(locked: Mapping[UUID, Locked], written: Iterable[Run]) -> list[tuple[
     return [(locked[run.id], run) for run in written if run.state.is_terminal]
 
 
-async def notify_if_due(connection: AsyncConnection, runs: Sequence[Run], at: datetime) -> None:
-    """NOTIFY dispatchers when any of ``runs`` is pending: claimable at ``at`` or later."""
-    pending = [run.ready_at or run.due_at for run in runs if run.state is RunState.PENDING]
-    await notify_ready(connection, pending, at)
-
-
 async def record(
     connection: AsyncConnection,
     transitions: Sequence[Transition],
@@ -184,7 +178,7 @@ async def record(
     settlement = await settle(connection, ended, jitter, lost_retry_limit)
     at = max(transition.at for transition in transitions)
     woken = [*written.values(), *settlement.retries.values(), *settlement.unblocked]
-    await notify_if_due(connection, woken, at)
+    await notify_pending(connection, woken, at)
     return _outcomes(judged, written, settlement)
 
 
